@@ -1,0 +1,60 @@
+"""What every command shares: global options, the cache, and building a client."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dlnflow.cache import CallCache, default_cache_dir
+
+
+@dataclass
+class AppContext:
+    """Global options, as plain data."""
+
+    cache_dir: str | None = None
+    cache_mode: str = "use"
+    as_json: bool = False
+    verbosity: int = 0
+
+    def resolve_cache_dir(self, near: Path | None = None) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        return default_cache_dir(near)
+
+    def open_cache(self, near: Path | None = None) -> CallCache | None:
+        if self.cache_mode == "off":
+            return None
+        return CallCache(self.resolve_cache_dir(near))
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    @property
+    def color(self) -> bool:
+        import os
+
+        return sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+    def info(self, message: str) -> None:
+        """A progress or status line on stderr (silent with -q or --json)."""
+        if not self.quiet and not self.as_json:
+            click.echo(message, err=True)
+
+    def emit(self, payload: Any, text: str | None = None) -> None:
+        """The command's result: JSON on stdout with --json, else ``text``."""
+        if self.as_json:
+            click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+        elif text is not None:
+            click.echo(text)
+
+
+def app(ctx: click.Context) -> AppContext:
+    obj = ctx.find_object(AppContext)
+    return obj if obj is not None else AppContext()
