@@ -3,3 +3,15 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from typing import Any  # noqa: E402
+
+
+def load(spec: Any, **kwargs: Any) -> Any:
+    """Compile a spec file into a :class:`dlnflow.network.Network` bound to its models."""
+    from dlnflow.network import Network
+
+    return Network.load(spec, **kwargs)
+
+
+__all__ = ["__version__", "load"]

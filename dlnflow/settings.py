@@ -65,6 +65,7 @@ class TrainSettings:
     rewrite_temperature: float = 0.7
     rewrite_max_tokens: int = 96
     rewrite_examples: int = 5
+    example_candidates: int = 1
     posterior_temperature: float = 1.0
     resample_wrong_only: bool = False
     trust_penalty: float = 0.0

@@ -85,6 +85,12 @@ BACKWARD_LIBRARY: dict[str, str] = {
         "{{ instruction }}\n"
         "Write only the new instruction.\n\nNew instruction:"
     ),
+    # APE-style: infer an instruction from input/output pairs alone.
+    "induce": (
+        "Here are inputs and the answers a task expects:\n\n"
+        "{% for ex in examples %}Input: {{ ex.input }}\nAnswer: {{ ex.target }}\n\n{% endfor %}"
+        "Write the instruction that tells someone how to answer this task.\n\nInstruction:"
+    ),
 }
 
 REWRITE_INSTRUCTIONS: tuple[str, ...] = (
@@ -148,6 +154,8 @@ class Template:
             raise TemplateError(f"template tried something the sandbox forbids: {exc}") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template failed to render: {exc}") from None
+        except (ArithmeticError, TypeError, ValueError) as exc:  # e.g. range() over the sandbox limit, 1/0
+            raise TemplateError(f"template failed to render: {type(exc).__name__}: {exc}") from None
 
 
 def unknown_template_message(name: str) -> str:

@@ -1,0 +1,27 @@
+"""Helpers shared by the commands that load a spec and bind it to models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlnflow.cli.context import AppContext
+from dlnflow.network import Network
+
+SPEC_ARG = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def open_network(app: AppContext, spec: Path) -> Network:
+    """Compile ``spec`` (exit 2 on any problem) and bind it to the cache chosen by the global options."""
+    from dlnflow.compiler import compile_spec
+
+    if not spec.exists():
+        raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
+    pipeline = compile_spec(spec)
+    cache_dir = app.resolve_cache_dir(spec.parent)
+    return Network(pipeline, cache_dir=cache_dir, cache_mode=app.cache_mode)  # type: ignore[arg-type]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"

@@ -1,0 +1,50 @@
+"""``dlnflow eval``: accuracy of the pipeline (with its learned prompts) on a split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from dlnflow.cli.common import SPEC_ARG, open_network, pct
+from dlnflow.cli.context import app
+
+
+@click.command("eval")
+@SPEC_ARG
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True,
+              help="Which part of the data to evaluate on.")
+@click.option("--strict", is_flag=True, help="Refuse to run when the lock file drifted from the spec.")
+@click.option("--initial", is_flag=True, help="Ignore the lock file: evaluate the prompts written in the spec.")
+@click.pass_context
+def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: bool) -> None:
+    """Evaluate SPEC on a data split and print its accuracy.
+
+    Uses the learned prompts from SPEC's lock file when there is one (and says whether it
+    matches the spec); `--initial` evaluates the spec's own prompts instead.
+
+    \b
+    Examples:
+      dlnflow eval pipelines/quickstart.yaml
+      dlnflow --json eval pipelines/quickstart.yaml --split dev
+    """
+    a = app(ctx)
+    started = time.monotonic()
+    with open_network(a, spec) as net:
+        if not initial:
+            drifted = net.use_lock(strict=strict)
+            a.info(("warning: " if drifted else "") + net.lock_note)
+        result = net.evaluate(split)
+        usage = net.client.usage.as_dict()
+        payload = {
+            "split": split,
+            "accuracy": round(result.accuracy, 6),
+            "n": result.n,
+            "metrics": {split: round(result.accuracy, 6)},
+            "lock": str(net.pipeline.lock_path),
+            "lock_note": net.lock_note,
+            "wall_seconds": round(time.monotonic() - started, 3),
+            **{k: usage[k] for k in ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens")},
+        }
+        a.emit(payload, f"{split} accuracy: {pct(result.accuracy)} ({sum(result.correct)}/{result.n})")

@@ -1,0 +1,51 @@
+"""``dlnflow status``: does the lock file still match the spec?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlnflow.cli.common import SPEC_ARG, open_network
+from dlnflow.cli.context import app
+from dlnflow.errors import LockError
+
+
+@click.command("status")
+@SPEC_ARG
+@click.option("--strict", is_flag=True, help="Exit 2 when the lock is missing or drifted.")
+@click.pass_context
+def status(ctx: click.Context, spec: Path, strict: bool) -> None:
+    """Say whether SPEC's lock file matches the spec, and name what drifted.
+
+    Compares templates, initial prompts, model identities, data and hyperparameters with
+    what the lock file recorded when the prompts were learned.
+
+    \b
+    Examples:
+      dlnflow status pipelines/quickstart.yaml
+      dlnflow status --strict pipelines/quickstart.yaml   # for CI: fail on drift
+    """
+    from dlnflow import lock as lockmod
+
+    a = app(ctx)
+    with open_network(a, spec) as net:
+        path = net.pipeline.lock_path
+        data = lockmod.read_lock(path)
+        if data is None:
+            payload = {"lock": str(path), "exists": False, "drift": [], "clean": False}
+            a.emit(payload, f"{path.name}: no lock file yet (run `dlnflow train {spec}`)")
+            if strict:
+                raise LockError(f"{path} does not exist")
+            return
+        drifted = lockmod.drift(net.pipeline, data, net.identities(), net.dataset.digest)
+        payload = {"lock": str(path), "exists": True, "drift": drifted, "clean": not drifted,
+                   "metrics": data.get("metrics", {})}
+        if drifted:
+            text = f"{path.name} drifted from the spec:\n" + "\n".join(f"  - {d}" for d in drifted)
+        else:
+            text = f"{path.name} matches the spec; learned prompts:\n" + "\n".join(
+                f"  {name}: {layer.get('prompt', '')!r}" for name, layer in sorted(data.get("layers", {}).items()))
+        a.emit(payload, text)
+        if drifted and strict:
+            raise LockError(f"{path.name} drifted: " + "; ".join(drifted))

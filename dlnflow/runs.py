@@ -1,0 +1,92 @@
+"""Run directories: where a training run's log and summary go.
+
+Layout: ``runs/<pipeline name>/<run id>/`` at the project root (beside ``cache/``), where the
+run id is ``seed<N>-<8 hex>`` from the hyperparameters, so the same settings always land in the
+same folder. Inside:
+
+- ``log.jsonl``: one JSON object per iteration (candidates with scores, chosen prompt, losses,
+  dev accuracy, calls and tokens so far). It is written as ``log.jsonl.partial`` while the run
+  is going (each line flushed) and renamed when the run ends, so a killed run never leaves a
+  file that looks complete.
+- ``summary.json``: the final result, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from dlnflow.cache import canonical_json, find_project_root
+
+
+def run_id(seed: int, hyperparameters: dict[str, Any]) -> str:
+    digest = hashlib.sha256(canonical_json(hyperparameters).encode()).hexdigest()[:8]
+    return f"seed{seed}-{digest}"
+
+
+def runs_root(spec_path: Path) -> Path:
+    env = os.environ.get("DLNFLOW_RUNS_DIR")
+    if env:
+        return Path(env).expanduser()
+    return find_project_root(spec_path.parent) / "runs"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class RunLog:
+    """A run directory with a line-per-iteration log."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.partial = directory / "log.jsonl.partial"
+        self.final = directory / "log.jsonl"
+        self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._fh is not None
+        self._fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._fh.flush()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+        os.replace(self.partial, self.final)
+        write_atomic(self.directory / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    def abandon(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_log(directory: Path) -> list[dict[str, Any]]:
+    path = directory / "log.jsonl"
+    if not path.exists():
+        path = directory / "log.jsonl.partial"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,160 @@
+"""The training loop shared by every method.
+
+1. Evaluate the initial prompts on dev and test (the 0-shot numbers, "before").
+2. ``prepare()`` the optimizer (baselines set their prompt here and stop).
+3. For each iteration: one optimizer ``step``; every ``validate_every`` iterations (and at the
+   last) evaluate on dev, remember the best-dev prompts, stop early after ``patience``
+   validations without gain.
+4. Restore the best-dev prompts, evaluate on test, write the lock file and the run summary.
+
+Every model call is cached, so a rerun with a warm cache replays the same run without calling a
+model, and a killed run continues from where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlnflow import lock as lockmod
+from dlnflow.evaluate import evaluate
+from dlnflow.optim import OPTIMIZERS, TrainContext
+from dlnflow.runs import RunLog, run_id, runs_root
+
+if TYPE_CHECKING:
+    from dlnflow.network import Network
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    lock_path: Path
+    run_dir: Path
+    usage: dict[str, Any]
+    wall_seconds: float
+    iterations_run: int
+    best_iteration: int
+    stopped_early: bool
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        u = self.usage
+        return {
+            "backend_calls": u["backend_calls"],
+            "cache_hits": u["cache_hits"],
+            "prompt_tokens": u["prompt_tokens"],
+            "completion_tokens": u["completion_tokens"],
+            "saved_prompt_tokens": u["saved_prompt_tokens"],
+            "saved_completion_tokens": u["saved_completion_tokens"],
+            "retries": u["retries"],
+            "wall_seconds": round(self.wall_seconds, 3),
+            "metrics": self.metrics,
+            "lock": str(self.lock_path),
+            "run_dir": str(self.run_dir),
+            "iterations_run": self.iterations_run,
+            "best_iteration": self.best_iteration,
+            "stopped_early": self.stopped_early,
+            "prompts": self.prompts,
+        }
+
+
+class Trainer:
+    def __init__(self, net: Network, progress: Progress | None = None, write_lock: bool = True):
+        self.net = net
+        self.progress = progress or (lambda event: None)
+        self.write_lock = write_lock
+
+    def _usage(self) -> dict[str, Any]:
+        return self.net.client.usage.as_dict()
+
+    def _evaluate(self, split: str) -> float:
+        net = self.net
+        examples = getattr(net.dataset, split)
+
+        def tick(done: int, total: int) -> None:
+            self.progress({"event": "eval", "split": split, "done": done, "total": total,
+                           "usage": self._usage()})
+
+        return evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick).accuracy
+
+    def fit(self) -> TrainResult:
+        net = self.net
+        p, t = net.pipeline, net.pipeline.train
+        started = time.monotonic()
+        graph = p.graph
+        ctx = TrainContext(graph, net.client, t, p.loss, list(net.dataset.train), p.backward_model)
+        optimizer = OPTIMIZERS[t.method](ctx)
+        log = RunLog(runs_root(p.spec_path) / p.name / run_id(t.seed, t.hyperparameters()))
+        try:
+            result = self._loop(optimizer, ctx, log, started)
+        except BaseException:
+            log.abandon()
+            raise
+        return result
+
+    def _loop(self, optimizer: Any, ctx: TrainContext, log: RunLog, started: float) -> TrainResult:
+        net, p, t, graph = self.net, self.net.pipeline, self.net.pipeline.train, self.net.pipeline.graph
+        metrics: dict[str, float] = {}
+        metrics["dev_before"] = self._evaluate("dev")
+        metrics["test_before"] = self._evaluate("test")
+        log.write({"iteration": 0, "event": "before", "prompts": graph.state(),
+                   "dev": metrics["dev_before"], "usage": self._usage()})
+        prep = optimizer.prepare()
+        iterative = getattr(optimizer, "iterative", True)
+        best_dev, best_state, best_it = metrics["dev_before"], graph.state(), 0
+        if not iterative:
+            best_dev = self._evaluate("dev")
+            best_state = graph.state()
+            log.write({"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state})
+        stale, stopped, it = 0, False, 0
+        total = t.iterations if iterative else 0
+        for it in range(1, total + 1):
+            self.progress({"event": "iteration", "iteration": it, "total": total, "best_dev": best_dev,
+                           "usage": self._usage()})
+            record = optimizer.step(it)
+            record.update(iteration=it, event="step", prompts=graph.state())
+            if it % max(t.validate_every, 1) == 0 or it == total:
+                dev = self._evaluate("dev")
+                record["dev"] = dev
+                for name, prompt in graph.parameters():
+                    ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
+                if dev > best_dev + 1e-12:
+                    best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
+                else:
+                    stale += 1
+                if t.patience is not None and stale >= t.patience:
+                    stopped = True
+            record["usage"] = self._usage()
+            log.write(record)
+            if stopped:
+                break
+        graph.load_state(best_state)
+        metrics["dev"] = best_dev
+        metrics["test"] = self._evaluate("test")
+        iterations_run = it if iterative else 0
+        lock_path = p.lock_path
+        if self.write_lock:
+            lock = lockmod.build_lock(
+                p, net.identities(), net.dataset.digest, net.dataset.source, graph.state(),
+                {k: round(v, 6) for k, v in sorted(metrics.items())},
+                {"iterations_run": iterations_run, "best_iteration": best_it, "stopped_early": stopped},
+            )
+            lockmod.write_lock(lock_path, lock)
+        result = TrainResult(
+            metrics={k: round(v, 6) for k, v in metrics.items()},
+            lock_path=lock_path,
+            run_dir=log.directory,
+            usage=self._usage(),
+            wall_seconds=time.monotonic() - started,
+            iterations_run=iterations_run,
+            best_iteration=best_it,
+            stopped_early=stopped,
+            prompts=graph.state(),
+        )
+        log.finish(result.as_dict())
+        return result
