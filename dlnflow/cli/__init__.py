@@ -9,7 +9,6 @@ input, 1 for a failed job), never a traceback.
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import click
@@ -94,6 +93,3 @@ def main(argv: list[str] | None = None) -> Any:
 
     return run_guarded(cli, argv)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

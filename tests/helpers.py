@@ -1,0 +1,83 @@
+"""Small helpers for tests that train: a spec writer and a stand-in wired in place of the real model."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standin import StandIn
+
+QUICK_SPEC = """\
+version: 1
+name: tiny
+models:
+  local: {{backend: llamacpp}}
+data:
+  format: task
+  task: {{name: label_mapping, size: 40, seed: 0}}
+  split: {{train: 16, dev: 8, test: 8, seed: 1}}
+layers:
+{layers}
+train:
+  method: {method}
+  iterations: {iterations}
+  batch_size: 4
+  prompt_candidates: 3
+  hidden_samples: 2
+  validate_every: 1
+  seed: 3
+"""
+
+ONE_LAYER = """\
+  - name: answer
+    prompt: "Say blue or red."
+    output: {classes: [blue, red]}
+"""
+
+TWO_LAYERS = """\
+  - name: think
+    prompt: "Is it an animal or a fruit?"
+    generate: {max_tokens: 8}
+  - name: answer
+    inputs: [x, think]
+    prompt: "Say blue or red."
+    output: {classes: [blue, red]}
+"""
+
+
+def write_spec(folder: Path, method: str = "dln1", iterations: int = 2, layers: str = ONE_LAYER,
+               name: str = "tiny.yaml") -> Path:
+    path = folder / name
+    path.write_text(QUICK_SPEC.format(layers=textwrap.indent(layers, "").rstrip("\n"), method=method,
+                                      iterations=iterations))
+    return path
+
+
+def colour_rules(model: StandIn) -> StandIn:
+    """Make the stand-in prefer the right colour when the prompt shows an example of it."""
+
+    def cls(prompt: str, verbalizers: tuple[str, ...]) -> list[float]:
+        word = prompt.rsplit("Input: ", 1)[-1].split("\n", 1)[0]
+        knows = prompt.count("Answer: ") > 1
+        fruit = word.endswith(("a", "e", "y", "n", "t"))
+        good = [1.0, 0.0] if not fruit else [0.0, 1.0]
+        return good if knows else [0.2, 0.0]
+
+    model.cls = cls
+    return model
+
+
+@pytest.fixture()
+def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StandIn:
+    """Every model a spec names becomes this one stand-in; runs and cache go under tmp_path."""
+    model = colour_rules(StandIn())
+    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: model)
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    return model
+
+
+def read(path: Path) -> Any:
+    return path.read_bytes()
