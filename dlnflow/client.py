@@ -15,14 +15,15 @@ Cache modes: ``"use"`` (read and write), ``"refresh"`` (write only), ``"off"`` (
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dlnflow.backends.base import Backend, Request, Result
-from dlnflow.cache import CallCache, call_key
-from dlnflow.errors import BudgetExceeded, ConfigError
+from dlnflow.cache import CallCache, canonical_json, key_from_identity_json
+from dlnflow.errors import BackendError, BudgetExceeded, ConfigError
 
 CacheMode = Literal["use", "refresh", "off"]
 
@@ -86,6 +87,8 @@ class Client:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _inflight: dict[str, Future[Result]] = field(default_factory=dict, repr=False)
     _identities: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _identity_jsons: dict[str, str] = field(default_factory=dict, repr=False)
+    _reserved: int = field(default=0, repr=False)
 
     # -- helpers -------------------------------------------------------------------------
     def backend(self, model: str) -> Backend:
@@ -98,6 +101,12 @@ class Client:
         if model not in self._identities:
             self._identities[model] = self.backend(model).identity()
         return self._identities[model]
+
+    def _identity_json(self, model: str) -> str:
+        text = self._identity_jsons.get(model)
+        if text is None:
+            text = self._identity_jsons[model] = canonical_json(self.identity(model))
+        return text
 
     def label(self, model: str) -> str:
         ident = self.identity(model)
@@ -123,97 +132,162 @@ class Client:
         return self.backend(model).n_ctx
 
     def key(self, model: str, request: Request) -> str:
-        return call_key(self.identity(model), request)
+        """The cache key of ``request`` on ``model`` (equal to :func:`dlnflow.cache.call_key`)."""
+        return key_from_identity_json(self._identity_json(model), request)
 
     def is_cached(self, model: str, request: Request) -> bool:
         return self.cache is not None and self.mode == "use" and self.key(model, request) in self.cache
 
     # -- the door ------------------------------------------------------------------------
     def run(self, model: str, requests: Sequence[Request]) -> list[Result]:
-        """Answer ``requests`` in order, from the cache where possible."""
+        """Answer ``requests`` in order, from the cache where possible.
+
+        Identical requests (in this batch, or in flight on another thread) reach the
+        backend once; a backend failure propagates to every caller waiting on it and
+        leaves nothing in the cache.
+        """
         if not requests:
             return []
-        keys = [self.key(model, r) for r in requests]
+        stats = self.per_model.get(model) or self.per_model.setdefault(model, Usage())
+        ident = self._identity_jsons.get(model) or self._identity_json(model)
+        cache = self.cache if self.mode == "use" else None
+        keys: list[str] = []
         results: dict[str, Result] = {}
-        owned: dict[str, Request] = {}
-        waits: dict[str, Future[Result]] = {}
-        stats = self.per_model.setdefault(model, Usage())
-        with self._lock:
-            for key, req in zip(keys, requests, strict=True):
-                if key in results or key in owned or key in waits:
-                    self._count(stats, "deduplicated", 1)
-                    continue
-                if self.cache is not None and self.mode == "use":
-                    hit = self.cache.get(key)
-                    if hit is not None:
-                        results[key] = hit
-                        self._count(stats, "cache_hits", 1)
-                        self._count(stats, "saved_prompt_tokens", int(hit.get("prompt_tokens", 0)))
-                        self._count(stats, "saved_completion_tokens", int(hit.get("completion_tokens", 0)))
-                        continue
-                if key in self._inflight:
-                    waits[key] = self._inflight[key]
-                    self._count(stats, "deduplicated", 1)
-                    continue
-                owned[key] = req
+        misses: dict[str, Request] = {}
+        hits = dups = saved_prompt = saved_completion = 0
+        for req in requests:  # the hit path, outside the lock
+            key = key_from_identity_json(ident, req)
+            keys.append(key)
+            if key in results or key in misses:
+                dups += 1
+                continue
+            hit = cache.get(key) if cache is not None else None
+            if hit is None:
+                misses[key] = req
+                continue
+            results[key] = hit
+            hits += 1
+            saved_prompt += int(hit.get("prompt_tokens") or 0)
+            saved_completion += int(hit.get("completion_tokens") or 0)
+        if hits or dups:
+            with self._lock:
+                for usage in (stats, self.usage):
+                    usage.cache_hits += hits
+                    usage.deduplicated += dups
+                    usage.saved_prompt_tokens += saved_prompt
+                    usage.saved_completion_tokens += saved_completion
+        if misses:
+            owned, waits = self._claim(misses, results, stats)
             if owned:
-                self._check_budget(owned.values())
-                for key in owned:
-                    self._inflight[key] = Future()
-        if owned:
-            self._call_backend(model, owned, results, stats)
-        for key, fut in waits.items():
-            results[key] = fut.result()
+                self._call_backend(model, owned, results, stats)
+            for key, fut in waits.items():
+                results[key] = fut.result()
         if self.on_progress is not None:
             self.on_progress(self.usage)
         return [results[k] for k in keys]
 
+    def _claim(self, misses: dict[str, Request], results: dict[str, Result],
+               stats: Usage) -> tuple[dict[str, Request], dict[str, Future[Result]]]:
+        """Under the lock: join calls already in flight, or take ownership of the rest."""
+        owned: dict[str, Request] = {}
+        waits: dict[str, Future[Result]] = {}
+        counts = Counter[str]()
+        cache = self.cache if self.mode == "use" else None
+        with self._lock:
+            for key, req in misses.items():
+                fut = self._inflight.get(key)
+                if fut is not None:
+                    waits[key] = fut
+                    counts["deduplicated"] += 1
+                    continue
+                # another thread may have finished this call since the lookup above
+                hit = cache.get(key) if cache is not None else None
+                if hit is not None:
+                    results[key] = hit
+                    _count_hit(counts, hit)
+                    continue
+                owned[key] = req
+            self._add(stats, counts)
+            if owned:
+                self._check_budget(owned.values())
+                self._reserved += len(owned)
+                for key in owned:
+                    self._inflight[key] = Future()
+        return owned, waits
+
     def _call_backend(
         self, model: str, owned: dict[str, Request], results: dict[str, Result], stats: Usage
     ) -> None:
+        """Run the owned requests, store the answers, then release anyone waiting on them."""
         backend = self.backend(model)
         batch_keys = list(owned)
         try:
             answers = backend.run([owned[k] for k in batch_keys])
+            if len(answers) != len(batch_keys):
+                raise BackendError(f"model {model!r} returned {len(answers)} results for "
+                                   f"{len(batch_keys)} requests")
+            if self.cache is not None and self.mode != "off":
+                self.cache.put_many(zip(batch_keys, answers, strict=True), model=self.label(model))
         except BaseException as exc:
-            with self._lock:
-                for key in batch_keys:
-                    self._inflight.pop(key).set_exception(exc)
+            self._release(batch_keys, exc=exc)
             raise
-        label = self.label(model)
-        with self._lock:
+        try:
+            counts = Counter[str]()
             for key, answer in zip(batch_keys, answers, strict=True):
                 results[key] = answer
-                if self.cache is not None and self.mode != "off":
-                    self.cache.put(key, answer, model=label)
-                self._count(stats, "backend_calls", 1)
-                self._count(stats, "prompt_tokens", int(answer.get("prompt_tokens", 0)))
-                self._count(stats, "completion_tokens", int(answer.get("completion_tokens", 0)))
-                self._inflight.pop(key).set_result(answer)
-            retries = int(getattr(backend, "retries", 0))
-            self._count(stats, "retries", retries - stats.retries)
+                counts["backend_calls"] += 1
+                counts["prompt_tokens"] += int(answer.get("prompt_tokens") or 0)
+                counts["completion_tokens"] += int(answer.get("completion_tokens") or 0)
+            with self._lock:
+                self._add(stats, counts)
+                retries = int(getattr(backend, "retries", 0) or 0)
+                self._add(stats, {"retries": retries - stats.retries})
+        finally:  # whatever happens above, nobody is left waiting
+            self._release(batch_keys, answers=answers)
 
-    def _count(self, stats: Usage, name: str, n: int) -> None:
-        setattr(stats, name, getattr(stats, name) + n)
-        setattr(self.usage, name, getattr(self.usage, name) + n)
+    def _release(self, keys: list[str], answers: list[Result] | None = None,
+                 exc: BaseException | None = None) -> None:
+        """Resolve the in-flight futures of ``keys`` with their answers or with ``exc``."""
+        with self._lock:
+            self._reserved -= len(keys)
+            for i, key in enumerate(keys):
+                fut = self._inflight.pop(key)
+                if answers is not None:
+                    fut.set_result(answers[i])
+                else:
+                    fut.set_exception(exc if exc is not None else BackendError("call failed"))
+
+    def _add(self, stats: Usage, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` to the per-model and the total usage (caller holds the lock)."""
+        for name, n in counts.items():
+            if n:
+                setattr(stats, name, getattr(stats, name) + n)
+                setattr(self.usage, name, getattr(self.usage, name) + n)
 
     def _check_budget(self, pending: Any) -> None:
         pending = list(pending)
         b = self.budget
-        if b.max_calls is not None and self.usage.backend_calls + len(pending) > b.max_calls:
+        spent = self.usage.backend_calls + self._reserved
+        if b.max_calls is not None and spent + len(pending) > b.max_calls:
             raise BudgetExceeded(
                 f"the next {len(pending)} backend call(s) would exceed train.budget.max_calls="
-                f"{b.max_calls} ({self.usage.backend_calls} spent); everything so far is cached - "
+                f"{b.max_calls} ({spent} spent or in flight); everything so far is cached - "
                 "raise the budget (or pass --max-calls) and run the same command again to continue"
             )
         if b.max_tokens is not None:
-            spent = self.usage.prompt_tokens + self.usage.completion_tokens
-            if spent >= b.max_tokens:
+            tokens = self.usage.prompt_tokens + self.usage.completion_tokens
+            if tokens >= b.max_tokens:
                 raise BudgetExceeded(
-                    f"train.budget.max_tokens={b.max_tokens} reached ({spent} tokens spent); everything so "
+                    f"train.budget.max_tokens={b.max_tokens} reached ({tokens} tokens spent); everything so "
                     "far is cached - raise the budget and run the same command again to continue"
                 )
 
     def close(self) -> None:
         for backend in self.models.values():
             backend.close()
+
+
+def _count_hit(counts: Counter[str], hit: Result) -> None:
+    counts["cache_hits"] += 1
+    counts["saved_prompt_tokens"] += int(hit.get("prompt_tokens") or 0)
+    counts["saved_completion_tokens"] += int(hit.get("completion_tokens") or 0)

@@ -53,6 +53,11 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _owner_only(path: str, flags: int) -> int:
+    """``open`` opener creating files readable by their owner only (0600)."""
+    return os.open(path, flags, 0o600)
+
+
 class RunLog:
     """A run directory with a line-per-iteration log."""
 
@@ -61,7 +66,7 @@ class RunLog:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.partial = directory / "log.jsonl.partial"
         self.final = directory / "log.jsonl"
-        self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8")
+        self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)
 
     def write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None

@@ -1,0 +1,196 @@
+"""``dlnflow cache``: where the call cache lives, what is in it, check it, empty it.
+
+The folder is the global ``--cache-dir`` if given, else ``$DLNFLOW_CACHE_DIR``, else
+``cache/`` at the project root above the current folder. Reading commands never create it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dlnflow.cache import DB_NAME, CallCache
+from dlnflow.cli.context import AppContext, app
+from dlnflow.errors import ConfigError, RuntimeFault
+
+
+@click.group("cache")
+def cache() -> None:
+    """Inspect and manage the cache of LLM calls.
+
+    Every model call is stored under the hash of its full content (model identity,
+    prompt, decoding settings, seed and sample index), so re-running a pipeline costs
+    nothing and a training run that stops can resume where it was. The folder is the
+    global --cache-dir, else $DLNFLOW_CACHE_DIR, else cache/ at the project root.
+
+    \b
+    Examples:
+      dlnflow cache path
+      dlnflow cache stats
+      dlnflow --json cache stats
+      dlnflow --cache-dir ../team-cache cache stats
+      dlnflow cache verify
+      dlnflow cache clear --yes
+    """
+
+
+@cache.command("path")
+@click.pass_context
+def path_cmd(ctx: click.Context) -> None:
+    """Print the cache folder (it may not exist yet).
+
+    \b
+    Examples:
+      dlnflow cache path
+      du -sh "$(dlnflow cache path)"
+    """
+    a = app(ctx)
+    folder = _folder(a)
+    a.emit({"path": str(folder), "exists": _has_cache(folder)}, str(folder))
+
+
+@cache.command("stats")
+@click.pass_context
+def stats_cmd(ctx: click.Context) -> None:
+    """Show entries, size on disk and entries per model.
+
+    \b
+    Examples:
+      dlnflow cache stats
+      dlnflow --json cache stats          # machine-readable
+    """
+    a = app(ctx)
+    folder = _folder(a)
+    if not _has_cache(folder):
+        payload: dict[str, Any] = {"path": str(folder), "exists": False, "entries": 0, "bytes": 0,
+                                   "models": {}}
+        a.emit(payload, f"cache: {folder}\nno cache there yet (it is created by the first model call)")
+        return
+    with _open(folder) as store:
+        payload = {**store.stats(), "exists": True}
+    a.emit(payload, _stats_text(payload))
+
+
+@cache.command("verify")
+@click.pass_context
+def verify_cmd(ctx: click.Context) -> None:
+    """Check the cache's integrity; exit 1 when something is wrong.
+
+    Checks the database, that every entry decodes, and that the folder and its files are
+    readable by their owner only.
+
+    \b
+    Examples:
+      dlnflow cache verify
+      dlnflow --json cache verify
+    """
+    a = app(ctx)
+    folder = _folder(a)
+    if not _has_cache(folder):
+        a.emit({"path": str(folder), "exists": False, "ok": True, "problems": []},
+               f"{folder}: no cache there yet; nothing to check")
+        return
+    try:
+        with _open(folder) as store:
+            problems = store.verify()
+            entries = len(store)
+    except RuntimeFault as exc:
+        problems, entries = [str(exc)], 0
+    payload = {"path": str(folder), "exists": True, "ok": not problems, "entries": entries,
+               "problems": problems}
+    if not problems:
+        a.emit(payload, f"{folder}: {entries:,} entries, no problems found")
+        return
+    if a.as_json:
+        a.emit(payload)
+    else:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        click.echo(f"{folder}: {len(problems)} problem(s) found", err=True)
+    ctx.exit(1)
+
+
+@cache.command("clear")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when input is not a terminal).")
+@click.pass_context
+def clear_cmd(ctx: click.Context, yes: bool) -> None:
+    """Delete every cached call.
+
+    Asks for confirmation on a terminal. When standard input is not a terminal (scripts,
+    CI) nothing is deleted unless --yes is given.
+
+    \b
+    Examples:
+      dlnflow cache clear
+      dlnflow cache clear --yes
+      dlnflow --cache-dir ../team-cache cache clear -y
+    """
+    a = app(ctx)
+    folder = _folder(a)
+    if not _has_cache(folder):
+        a.emit({"path": str(folder), "removed": 0}, f"{folder}: no cache there; nothing to clear")
+        return
+    if not yes:
+        if not stdin_is_terminal():
+            raise click.UsageError("input is not a terminal, so there is no one to confirm; "
+                                   "add --yes to clear the cache: dlnflow cache clear --yes")
+        click.confirm(f"Delete every cached call in {folder}?", abort=True, err=True)
+    with _open(folder) as store:
+        removed = store.clear()
+    a.emit({"path": str(folder), "removed": removed}, f"removed {removed:,} entries from {folder}")
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _folder(a: AppContext) -> Path:
+    folder = a.resolve_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"cache folder {folder} is a file, not a folder; point --cache-dir "
+                          "(or $DLNFLOW_CACHE_DIR) at a folder")
+    return folder
+
+
+def stdin_is_terminal() -> bool:
+    """Whether someone can answer a question on standard input."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _has_cache(folder: Path) -> bool:
+    return (folder / DB_NAME).is_file()
+
+
+def _open(folder: Path) -> CallCache:
+    """Open the store, turning an unreadable database into a clear runtime fault."""
+    try:
+        return CallCache(folder)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise RuntimeFault(f"cannot open the cache in {folder}: {exc}; if it is damaged, move the "
+                           "folder away (the cache only saves time: nothing else is lost)") from exc
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    lines = [f"cache: {stats['path']}",
+             f"entries: {stats['entries']:,}   size: {_human_bytes(int(stats['bytes']))}"]
+    models = stats.get("models") or {}
+    if models:
+        width = max(len(m or "(unlabelled)") for m in models)
+        lines.append("per model:")
+        lines += [f"  {(m or '(unlabelled)').ljust(width)}  {n:>9,}" for m, n in models.items()]
+    return "\n".join(lines)
+
+
+def _human_bytes(n: int) -> str:
+    """Sizes for people.
+
+    >>> _human_bytes(512), _human_bytes(2048), _human_bytes(5 * 1024**3)
+    ('512 B', '2.0 KiB', '5.0 GiB')
+    """
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
