@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import Any  # noqa: E402
+from typing import Any
 
 
 def load(spec: Any, **kwargs: Any) -> Any:

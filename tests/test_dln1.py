@@ -13,14 +13,14 @@ from dlnflow.client import Client
 from dlnflow.data import Example
 from dlnflow.graph import Graph, Layer
 from dlnflow.optim import DLN1, TrainContext
-from dlnflow.optim.common import clean_proposal, pick_shown, Shown, rng_for
+from dlnflow.optim.common import Shown, clean_proposal, pick_shown, rng_for
 from dlnflow.settings import TrainSettings
 from dlnflow.templates import Template
 
 LOGITS = {"A": (0.0, 0.0), "P1": (2.0, 0.0), "P2": (-1.0, 0.0), "P3": (0.1, 0.0), "P4": (0.2, 0.0)}
 
 
-def gen(req):  # noqa: ANN001, ANN201
+def gen(req):
     return f"New instruction: P{req.sample}"
 
 

@@ -24,7 +24,7 @@ from dlnflow.templates import Template
 CLASS_LOGITS = {"h0": (0.0, 0.0), "h1": (2.0, 0.0), "h2": (0.0, 1.0), "h3": (0.5, 0.0), "h4": (0.0, 0.5)}
 
 
-def gen(req):  # noqa: ANN001, ANN201
+def gen(req):
     if req.temperature == 0:
         return "h0"
     if "New instruction:" in req.prompt:

@@ -20,4 +20,4 @@ OPTIMIZERS = {
     "ape": APE,
 }
 
-__all__ = ["OPTIMIZERS", "TrainContext", "DLN1", "VariationalChain", "ZeroShot", "FewShot", "APE"]
+__all__ = ["APE", "DLN1", "OPTIMIZERS", "FewShot", "TrainContext", "VariationalChain", "ZeroShot"]

@@ -260,4 +260,4 @@ class VariationalChain:
         return cands[best]
 
 
-__all__ = ["VariationalChain", "check_chain", "softmax_rows", "trust_penalty", "rng_for"]
+__all__ = ["VariationalChain", "check_chain", "rng_for", "softmax_rows", "trust_penalty"]

@@ -1,0 +1,41 @@
+"""Shared fixtures. The stand-in model lives in ``standin.py``; the llama.cpp server fixture in ``server.py``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(TESTS))
+
+pytest_plugins = ["server"]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public data sets beside the project (read-only); tests needing them skip if absent."""
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not beside the project")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    """The embedded default model file (assembled once from its PyPI package)."""
+    from dlnflow.backends.llamacpp import embedded_model_path
+
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def llama(gguf_path: Path):  # type: ignore[no-untyped-def]
+    """One real embedded backend shared by the whole session (loading costs a second or two)."""
+    from dlnflow.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend.from_settings({"backend": "llamacpp"}, None)
+    yield backend
+    backend.close()
