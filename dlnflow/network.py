@@ -74,6 +74,7 @@ class Network:
 
     def close(self) -> None:
         if self._client is not None:
+            self._client.close()
             if self._client.cache is not None:
                 self._client.cache.close()
             self._client = None
