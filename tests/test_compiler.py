@@ -69,7 +69,7 @@ def test_implicit_model_and_default_templates(tmp_path: Path) -> None:
     del spec["models"]
     spec["layers"][1].pop("output")
     p = compile_spec(write(tmp_path, spec))
-    assert p.models == {"local": {"backend": "llamacpp", "n_ctx": 2048, "n_batch": 512}}
+    assert p.models == {"local": {"backend": "llamacpp", "n_batch": 512}}
     assert [layer.model for layer in p.graph] == ["local", "local"]
     assert [layer.template.name for layer in p.graph] == ["hidden_forward", "forward"]
 
@@ -188,7 +188,7 @@ def test_compiled_spec_runs_on_the_embedded_model(tmp_path: Path, llama: Any) ->
         "layers": [{"name": "answer", "prompt": "", "output": {"classes": ["animal", "fruit"]}}],
     }
     p = compile_spec(write(tmp_path, spec))
-    assert p.models == {"local": {"backend": "llamacpp", "n_ctx": 2048, "n_batch": 512}}
+    assert p.models == {"local": {"backend": "llamacpp", "n_batch": 512}}
     client = Client({"local": llama})  # the session's embedded model, built from these same settings
     plain = p.graph.forward(client, ["horse", "banana"])
     p.graph.load_state({"answer.prompt": "Is the word an animal or a fruit?"})
