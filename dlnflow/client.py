@@ -64,10 +64,17 @@ class Usage:
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper bounds on real (uncached) spending; ``None`` means unbounded."""
+    """Upper bounds on real (uncached) spending; ``None`` means unbounded.
+
+    ``max_calls`` refuses a batch whose new calls would exceed it. ``max_tokens`` by default
+    refuses new calls once the spent tokens reached it; with ``predict_tokens`` it refuses a batch
+    whose predicted tokens would cross it (each request's prompt and targets counted with the
+    backend's ``count_tokens``, plus ``max_tokens`` for a generation), so spending never passes it.
+    """
 
     max_calls: int | None = None
     max_tokens: int | None = None
+    predict_tokens: bool = False
 
 
 @dataclass
@@ -89,6 +96,7 @@ class Client:
     _identities: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     _identity_jsons: dict[str, str] = field(default_factory=dict, repr=False)
     _reserved: int = field(default=0, repr=False)
+    _reserved_tokens: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- helpers -------------------------------------------------------------------------
     def backend(self, model: str) -> Backend:
@@ -177,7 +185,8 @@ class Client:
                     usage.saved_prompt_tokens += saved_prompt
                     usage.saved_completion_tokens += saved_completion
         if misses:
-            owned, waits = self._claim(misses, results, stats)
+            predicted = self._predict_tokens(model, misses) if self._predicting else None
+            owned, waits = self._claim(misses, results, stats, predicted)
             if owned:
                 self._call_backend(model, owned, results, stats)
             for key, fut in waits.items():
@@ -186,8 +195,17 @@ class Client:
             self.on_progress(self.usage)
         return [results[k] for k in keys]
 
+    @property
+    def _predicting(self) -> bool:
+        return self.budget.max_tokens is not None and self.budget.predict_tokens
+
+    def _predict_tokens(self, model: str, requests: Mapping[str, Request]) -> dict[str, int]:
+        """Per key: an upper estimate of the tokens a request will spend (outside the lock)."""
+        return {key: estimate_tokens(self.backend(model), req) for key, req in requests.items()}
+
     def _claim(self, misses: dict[str, Request], results: dict[str, Result],
-               stats: Usage) -> tuple[dict[str, Request], dict[str, Future[Result]]]:
+               stats: Usage, predicted: dict[str, int] | None = None,
+               ) -> tuple[dict[str, Request], dict[str, Future[Result]]]:
         """Under the lock: join calls already in flight, or take ownership of the rest."""
         owned: dict[str, Request] = {}
         waits: dict[str, Future[Result]] = {}
@@ -209,8 +227,10 @@ class Client:
                 owned[key] = req
             self._add(stats, counts)
             if owned:
-                self._check_budget(owned.values())
+                tokens = {k: predicted[k] for k in owned} if predicted is not None else {}
+                self._check_budget(owned.values(), sum(tokens.values()))
                 self._reserved += len(owned)
+                self._reserved_tokens.update(tokens)
                 for key in owned:
                     self._inflight[key] = Future()
         return owned, waits
@@ -251,6 +271,7 @@ class Client:
         with self._lock:
             self._reserved -= len(keys)
             for i, key in enumerate(keys):
+                self._reserved_tokens.pop(key, None)
                 fut = self._inflight.pop(key)
                 if answers is not None:
                     fut.set_result(answers[i])
@@ -264,7 +285,7 @@ class Client:
                 setattr(stats, name, getattr(stats, name) + n)
                 setattr(self.usage, name, getattr(self.usage, name) + n)
 
-    def _check_budget(self, pending: Any) -> None:
+    def _check_budget(self, pending: Any, predicted_tokens: int = 0) -> None:
         pending = list(pending)
         b = self.budget
         spent = self.usage.backend_calls + self._reserved
@@ -274,7 +295,17 @@ class Client:
                 f"{b.max_calls} ({spent} spent or in flight); everything so far is cached - "
                 "raise the budget (or pass --max-calls) and run the same command again to continue"
             )
-        if b.max_tokens is not None:
+        if b.max_tokens is not None and b.predict_tokens:
+            spent = (self.usage.prompt_tokens + self.usage.completion_tokens
+                     + sum(self._reserved_tokens.values()))
+            if spent + predicted_tokens > b.max_tokens:
+                raise BudgetExceeded(
+                    f"the next {len(pending)} backend call(s) may spend up to {predicted_tokens} tokens, "
+                    f"which would exceed train.budget.max_tokens={b.max_tokens} ({spent} spent or in "
+                    "flight); everything so far is cached - raise the budget (or pass --max-tokens) and run "
+                    "the same command again to continue"
+                )
+        elif b.max_tokens is not None:
             tokens = self.usage.prompt_tokens + self.usage.completion_tokens
             if tokens >= b.max_tokens:
                 raise BudgetExceeded(
@@ -285,6 +316,19 @@ class Client:
     def close(self) -> None:
         for backend in self.models.values():
             backend.close()
+
+
+def estimate_tokens(backend: Backend, request: Request) -> int:
+    """At most how many tokens ``request`` spends: its prompt and targets by the backend's
+    ``count_tokens``, plus ``max_tokens`` when it generates.
+
+    >>> class Words:
+    ...     def count_tokens(self, text): return len(text.split())
+    >>> estimate_tokens(Words(), Request("generate", "one two", max_tokens=5))
+    7
+    """
+    n = backend.count_tokens(request.prompt) + sum(backend.count_tokens(t) for t in request.targets)
+    return n + (request.max_tokens if request.op == "generate" else 0)
 
 
 def _count_hit(counts: Counter[str], hit: Result) -> None:

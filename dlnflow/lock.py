@@ -324,6 +324,22 @@ def _model_drift(pipeline: Pipeline, locked: dict[str, Any], identities: dict[st
     return lines
 
 
+def _sweep_view(pipeline: Pipeline, lock: dict[str, Any]) -> tuple[Pipeline, str | None]:
+    """``pipeline`` with the settings of a sweep's best run applied (unchanged for other locks)."""
+    sweep = lock.get("sweep")
+    best = sweep.get("best") if isinstance(sweep, dict) else None
+    overrides = best.get("overrides") if isinstance(best, dict) else None
+    if not isinstance(overrides, dict) or not overrides:
+        return pipeline, None
+    from dlnflow.errors import InputError
+    from dlnflow.experiments import apply_overrides
+
+    try:
+        return apply_overrides(pipeline, overrides), None
+    except InputError as exc:
+        return pipeline, f"the settings of the sweep's best run no longer fit the spec: {exc}"
+
+
 def drift(
     pipeline: Pipeline, lock: dict[str, Any], model_identities: dict[str, dict[str, Any]], data_digest: str,
 ) -> list[str]:
@@ -331,8 +347,12 @@ def drift(
 
     Models missing from ``model_identities`` are not compared (the caller may not want to
     load them); everything else is: layers, templates, initial prompts, models, data, loss
-    and every hyperparameter.
+    and every hyperparameter. A lock written by a sweep is compared with the spec as its best
+    run saw it (the run's seed and grid settings applied).
     """
+    pipeline, problem = _sweep_view(pipeline, lock)
+    if problem is not None:
+        return [problem]
     lines = _layer_drift(pipeline, lock.get("layers", {}))
     lines += _model_drift(pipeline, lock.get("models", {}), model_identities)
     data = lock.get("data", {})

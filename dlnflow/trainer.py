@@ -8,11 +8,18 @@
 4. Restore the best-dev prompts, evaluate on test, write the lock file and the run summary.
 
 Every model call is cached, so a rerun with a warm cache replays the same run without calling a
-model, and a killed run continues from where it stopped.
+model, and a killed run continues from where it stopped. A run that hits its budget stops before
+the call that would exceed it; the partial log ends with a ``stopped`` record, and everything paid
+for so far stays in the cache for the rerun.
+
+The summary (``summary.json``) carries a ``config`` block (see :func:`dlnflow.experiments.run_config`)
+that tells a sweep whether the run is already finished, and, when the caller planned the run
+first (:mod:`dlnflow.dryrun`), the ``predicted`` calls and tokens beside the actual ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlnflow import lock as lockmod
+from dlnflow.errors import BudgetExceeded
 from dlnflow.evaluate import evaluate
 from dlnflow.optim import OPTIMIZERS, TrainContext
 from dlnflow.runs import RunLog, run_id, runs_root
@@ -41,10 +49,11 @@ class TrainResult:
     best_iteration: int
     stopped_early: bool
     prompts: dict[str, str] = field(default_factory=dict)
+    predicted: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
-        return {
+        out = {
             "backend_calls": u["backend_calls"],
             "cache_hits": u["cache_hits"],
             "prompt_tokens": u["prompt_tokens"],
@@ -61,13 +70,45 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "prompts": self.prompts,
         }
+        if self.predicted is not None:
+            out["predicted"] = self.predicted
+        return out
+
+
+class _NoLog:
+    """Stands in for :class:`RunLog` when a run must leave no trace (a dry run's planning pass)."""
+
+    directory = Path(".")
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
 
 
 class Trainer:
-    def __init__(self, net: Network, progress: Progress | None = None, write_lock: bool = True):
+    """Trains ``net``'s pipeline.
+
+    ``run_dir`` overrides the run folder (a sweep names folders from its overrides too);
+    ``record=False`` writes no run folder at all; ``prediction`` (a dry run's numbers) and
+    ``overrides`` (a sweep's settings for this run) are stored in the summary.
+    """
+
+    def __init__(self, net: Network, progress: Progress | None = None, write_lock: bool = True, *,
+                 run_dir: Path | None = None, record: bool = True, prediction: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None):
         self.net = net
         self.progress = progress or (lambda event: None)
         self.write_lock = write_lock
+        self.run_dir = run_dir
+        self.record = record
+        self.prediction = prediction
+        self.overrides = overrides
+        self._iteration = 0
 
     def _usage(self) -> dict[str, Any]:
         return self.net.client.usage.as_dict()
@@ -87,18 +128,40 @@ class Trainer:
         p, t = net.pipeline, net.pipeline.train
         started = time.monotonic()
         graph = p.graph
-        ctx = TrainContext(graph, net.client, t, p.loss, list(net.dataset.train), p.backward_model)
+        client = net.client
+        if client.budget.max_tokens is not None:  # stop before crossing the token budget, not after
+            client.budget = dataclasses.replace(client.budget, predict_tokens=True)
+        ctx = TrainContext(graph, client, t, p.loss, list(net.dataset.train), p.backward_model)
         optimizer = OPTIMIZERS[t.method](ctx)
-        log = RunLog(runs_root(p.spec_path) / p.name / run_id(t.seed, t.hyperparameters()))
+        config = self._config() if self.record else {}
+        log: RunLog | _NoLog = _NoLog()
+        if self.record:
+            default = runs_root(p.spec_path) / p.name / run_id(t.seed, t.hyperparameters())
+            log = RunLog(self.run_dir or default)
         try:
-            result = self._loop(optimizer, ctx, log, started)
+            result = self._loop(optimizer, ctx, log, started, config)
+        except BudgetExceeded as exc:
+            log.write({"iteration": self._iteration, "event": "stopped", "reason": "budget",
+                       "message": str(exc), "prompts": graph.state(), "usage": self._usage()})
+            log.abandon()
+            where = f" The partial log is {log.directory / 'log.jsonl.partial'}." if self.record else ""
+            raise BudgetExceeded(f"training stopped before exceeding its budget: {exc}.{where}") from exc
         except BaseException:
             log.abandon()
             raise
         return result
 
-    def _loop(self, optimizer: Any, ctx: TrainContext, log: RunLog, started: float) -> TrainResult:
+    def _config(self) -> dict[str, Any]:
+        from dlnflow.experiments import run_config
+
+        net = self.net
+        data = net.dataset
+        return run_config(net.pipeline, data.digest, data.source, net.identities(), self.overrides)
+
+    def _loop(self, optimizer: Any, ctx: TrainContext, log: RunLog | _NoLog, started: float,
+              config: dict[str, Any]) -> TrainResult:
         net, p, t, graph = self.net, self.net.pipeline, self.net.pipeline.train, self.net.pipeline.graph
+        self._iteration = 0
         metrics: dict[str, float] = {}
         metrics["dev_before"] = self._evaluate("dev")
         metrics["test_before"] = self._evaluate("test")
@@ -114,6 +177,7 @@ class Trainer:
         stale, stopped, it = 0, False, 0
         total = t.iterations if iterative else 0
         for it in range(1, total + 1):
+            self._iteration = it
             self.progress({"event": "iteration", "iteration": it, "total": total, "best_dev": best_dev,
                            "usage": self._usage()})
             record = optimizer.step(it)
@@ -155,6 +219,7 @@ class Trainer:
             best_iteration=best_it,
             stopped_early=stopped,
             prompts=graph.state(),
+            predicted=self.prediction,
         )
-        log.finish(result.as_dict())
+        log.finish({**result.as_dict(), "config": config})
         return result

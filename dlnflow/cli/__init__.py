@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "eval": "dlnflow.cli.evaluate:evaluate",
     "run": "dlnflow.cli.run:run",
     "status": "dlnflow.cli.status:status",
+    "report": "dlnflow.cli.report:report",
+    "init": "dlnflow.cli.init:init",
+    "results": "dlnflow.cli.results:results",
 }
 
 
