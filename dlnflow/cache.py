@@ -42,6 +42,7 @@ import json
 import os
 import re
 import stat
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -52,6 +53,7 @@ from typing import Any, Self
 import diskcache
 
 from dlnflow.backends.base import Request, Result
+from dlnflow.errors import RuntimeFault
 
 FORMAT_VERSION = 2
 """Part of every key. 2: a value is the JSON of one result and the model label is the entry's tag
@@ -200,10 +202,47 @@ def _create_private_db(directory: Path) -> None:
 
 
 # -- the store ---------------------------------------------------------------------------
+REFUSED_PICKLE = "<pickled data refused>"
+
+
+class JSONOnlyDisk(diskcache.Disk):
+    """diskcache's storage layer with unpickling switched off.
+
+    dlnflow only ever writes text keys and JSON text values. A key or value that was stored
+    pickled (planted by someone else sharing the cache) is never unpickled: it reads back as
+    :data:`REFUSED_PICKLE`, which is no valid key and no JSON, so it is a miss that
+    :meth:`CallCache.verify` reports.
+    """
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            return REFUSED_PICKLE
+        return super().get(key, raw)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            return REFUSED_PICKLE
+        return super().fetch(mode, filename, value, read)
+
+
 class CallCache:
     """A diskcache-backed store of call results, safe across threads and processes."""
 
     def __init__(self, directory: str | os.PathLike[str], memory_bytes: int = MEMORY_BYTES):
+        try:
+            self._open(directory)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise RuntimeFault(
+                f"cannot open the cache database {Path(directory) / DB_NAME}: {exc}; if it is damaged, "
+                "move the folder away "
+                "(the cache only saves time: nothing else is lost)"
+            ) from exc
+        self._memory: dict[str, tuple[Result | str, int]] = {}
+        self._memory_size = 0
+        self._memory_limit = max(0, memory_bytes)
+        self._memory_lock = threading.Lock()
+
+    def _open(self, directory: str | os.PathLike[str]) -> None:
         self.directory = make_private_dir(directory)
         _create_private_db(self.directory)
         self._dc = diskcache.Cache(
@@ -213,11 +252,8 @@ class CallCache:
             cull_limit=0,
             statistics=False,
             disk_min_file_size=2**62,  # every value stays inside the database: no side files
+            disk=JSONOnlyDisk,
         )
-        self._memory: dict[str, tuple[Result | str, int]] = {}
-        self._memory_size = 0
-        self._memory_limit = max(0, memory_bytes)
-        self._memory_lock = threading.Lock()
 
     # -- entries ---------------------------------------------------------------------------
     def get(self, key: str) -> Result | None:

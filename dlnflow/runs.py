@@ -53,6 +53,13 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each owner-only (0700) whatever the umask."""
+    for folder in reversed([p for p in (directory, *directory.parents) if not p.exists()]):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+
 def _owner_only(path: str, flags: int) -> int:
     """``open`` opener creating files readable by their owner only (0600)."""
     return os.open(path, flags, 0o600)
@@ -63,7 +70,7 @@ class RunLog:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dirs(directory)
         self.partial = directory / "log.jsonl.partial"
         self.final = directory / "log.jsonl"
         self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)

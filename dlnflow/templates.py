@@ -156,6 +156,9 @@ class Template:
             raise TemplateError(f"template failed to render: {exc}") from None
         except (ArithmeticError, TypeError, ValueError) as exc:  # e.g. range() over the sandbox limit, 1/0
             raise TemplateError(f"template failed to render: {type(exc).__name__}: {exc}") from None
+        except RecursionError:  # e.g. a macro that calls itself
+            raise TemplateError("template failed to render: it recurses without end (a macro calling "
+                                "itself?)") from None
 
 
 def unknown_template_message(name: str) -> str:

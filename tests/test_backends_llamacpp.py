@@ -96,7 +96,7 @@ def test_max_tokens_and_stop(llama: LlamaCppBackend) -> None:
 @real
 def test_score_matches_slow_reference(llama: LlamaCppBackend, gguf_path: Path) -> None:
     context, target = "The capital of France is", " Paris, a city on the Seine."
-    llama.run([Request("score", "The capital of Spain is", targets=(" Madrid",))])  # shared-prefix KV
+    llama.run([Request("score", "The capital of Spain is", targets=(" Madrid",))])  # something else cached
     got = llama.run([Request("score", context, targets=(target,))])[0]
     want = reference_logprobs(gguf_path, context, target)
     assert len(got["logprobs"]) == len(want) > 3

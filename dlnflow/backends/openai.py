@@ -235,6 +235,13 @@ class OpenAIBackend:
             except openai.APIConnectionError as exc:
                 if attempt >= budget:
                     raise connection_error(self._errors, exc, endpoint, attempt + 1) from None
+            except (ValueError, openai.APIResponseValidationError) as exc:  # truncated or garbled JSON
+                if attempt >= budget:
+                    raise BackendError(
+                        f"{self.settings.base_url} {endpoint}: the server's answer was not valid JSON "
+                        f"({type(exc).__name__}) on all {attempt + 1} attempts; check the server or a proxy "
+                        "in front of it"
+                    ) from None
             delay = self._policy.delay(attempt, headers)
             attempt += 1
             self.retries += 1

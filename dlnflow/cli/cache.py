@@ -6,7 +6,6 @@ The folder is the global ``--cache-dir`` if given, else ``$DLNFLOW_CACHE_DIR``, 
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,12 +162,8 @@ def _has_cache(folder: Path) -> bool:
 
 
 def _open(folder: Path) -> CallCache:
-    """Open the store, turning an unreadable database into a clear runtime fault."""
-    try:
-        return CallCache(folder)
-    except (sqlite3.DatabaseError, OSError) as exc:
-        raise RuntimeFault(f"cannot open the cache in {folder}: {exc}; if it is damaged, move the "
-                           "folder away (the cache only saves time: nothing else is lost)") from exc
+    """Open the store (an unreadable database is a clear runtime fault, raised by CallCache)."""
+    return CallCache(folder)
 
 
 def _stats_text(stats: dict[str, Any]) -> str:

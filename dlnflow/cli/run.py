@@ -30,7 +30,12 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
     a = app(ctx)
     texts = list(inputs)
     if file is not None:
-        texts.extend(line.rstrip("\n") for line in file if line.strip())  # type: ignore[attr-defined]
+        try:
+            texts.extend(line.rstrip("\n") for line in file if line.strip())  # type: ignore[attr-defined]
+        except UnicodeDecodeError as exc:
+            name = getattr(file, "name", "the file")
+            raise click.BadParameter(f"{name}: not valid UTF-8 ({exc.reason}); save the file as UTF-8 text",
+                                     param_hint="'--file'") from None
     if not texts:
         raise click.UsageError("give at least one --input TEXT or --file F")
     with open_network(a, spec) as net:

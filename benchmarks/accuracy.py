@@ -1,0 +1,303 @@
+"""Accuracy benchmark: DLN-1 / DLN-2 against 0-shot, few-shot, APE and DSPy (COPRO, MIPROv2).
+
+Every method runs on the embedded model (Gemma 3 270M) over the paper's eight tasks with
+identical data splits (fixed split seed) and several training seeds. Results go to
+``benchmarks/results/accuracy.json`` (one entry per task/method/seed, written as soon as a row
+finishes) and ``accuracy.md`` (regenerated from the JSON after every row).
+
+Resuming: model calls are cached under ``cache/bench-accuracy`` at the project root, so an
+interrupted row continues where it stopped, and finished rows are skipped on a rerun (``--force``
+runs them again; a row made under other settings is run again too).
+
+Protocols (see ``accuracy_protocol.py``): ``small`` (default) is sized for a 2-core machine;
+``paper`` uses the paper's settings (batch 20, 20 iterations, 20 candidates, 5 hidden samples,
+validation every 2) for bigger models and machines; it writes ``accuracy-paper.json`` / ``.md``.
+
+Run from the project root::
+
+    python benchmarks/accuracy.py                                   # the whole small table
+    python benchmarks/accuracy.py --tasks navigate,subj --methods dln1,ape --seeds 1
+    python benchmarks/accuracy.py --methods copro --tasks mpqa      # DSPy (needs the dspy extra)
+    python benchmarks/accuracy.py --report                          # only rewrite the markdown
+
+DLN-2 runs on ``--dln2-tasks`` (default navigate, subj, disaster; ``all`` for every task).
+DSPy rows start llama.cpp's OpenAI-compatible server on 127.0.0.1 for their duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from accuracy_protocol import DLN_METHODS, DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol  # noqa: E402
+from accuracy_report import render  # noqa: E402
+from accuracy_runs import FINISHED, Results, annotate_row, failed_row, run_dln_row  # noqa: E402
+
+DEFAULT_DLN2_TASKS = ("navigate", "subj", "disaster")
+DEFAULT_SEEDS = (1, 2)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def names(text: str, known: tuple[str, ...], what: str) -> list[str]:
+    """Parse ``a,b`` (or ``all``) against the known names; a bad name is a usage error (exit 2)."""
+    if text == "all":
+        return list(known)
+    got = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in got if t not in known]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(bad)}; choose from {', '.join(known)} or all")
+    return got
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="small")
+    ap.add_argument("--tasks", default="all", help="comma-separated tasks or 'all'")
+    ap.add_argument("--methods", default="all", help=f"comma-separated from {', '.join(METHODS)} or 'all'")
+    ap.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="training seeds, e.g. 1,2,3")
+    ap.add_argument("--dln2-tasks", default=",".join(DEFAULT_DLN2_TASKS),
+                    help="tasks DLN-2 runs on, or 'all'")
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / "cache" / "bench-accuracy")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (markdown beside it)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads of the embedded model (default: all cores; 1 is far faster on a "
+                    "busy machine)")
+    ap.add_argument("--force", action="store_true", help="run rows again even if they are done")
+    ap.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
+    ap.add_argument("--annotate", action="store_true",
+                    help="add test label counts to finished DLN rows that lack them (replays cached calls)")
+    args = ap.parse_args(argv)
+    try:
+        args.tasks = names(args.tasks, TASKS, "task")
+        args.methods = names(args.methods, tuple(METHODS), "method")
+        args.dln2_tasks = names(args.dln2_tasks, TASKS, "task")
+        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        ap.error(str(exc))
+    if not args.report and not args.data_dir.is_dir():
+        ap.error(f"--data-dir {args.data_dir} is not a folder; point it at a copy of the shared data "
+                 "(bbh/, ordered_prompt/, leopard/)")
+    if args.out is None:
+        suffix = "" if args.protocol == "small" else f"-{args.protocol}"
+        args.out = HERE / "results" / f"accuracy{suffix}.json"
+    if args.report and not args.out.is_file():
+        ap.error(f"--report: no results at {args.out}; run the benchmark first")
+    return args
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """Rows in run order: DLN methods seed by seed (a whole table per seed), then DSPy rows."""
+    rows = [(task, m, seed) for seed in args.seeds for task in args.tasks for m in DLN_METHODS
+            if m in args.methods and (m != "dln2" or task in args.dln2_tasks)]
+    rows += [(task, m, seed) for m in DSPY_METHODS if m in args.methods
+             for seed in args.seeds for task in args.tasks]
+    return rows
+
+
+def shown_path(path: Path) -> str:
+    """A path as committed files may show it: relative to the project when possible."""
+    try:
+        return os.path.relpath(path.resolve(), ROOT)
+    except ValueError:
+        return path.name
+
+
+class DspyServer:
+    """llama.cpp's server for the DSPy rows, started on first use and stopped by its PID."""
+
+    def __init__(self, scratch: Path, threads: int | None):
+        self.scratch = scratch
+        self.threads = threads
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def ensure(self) -> int:
+        if self.proc is None:
+            from dspy_baseline import free_port, start_server
+
+            from dlnflow.backends.llamacpp import embedded_model_path
+
+            self.port = free_port()
+            log = self.scratch / "server.log"
+            self.proc = start_server(embedded_model_path(), self.port, log, self.threads)
+        return self.port
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            from dspy_baseline import stop_server
+
+            stop_server(self.proc)
+            self.proc = None
+
+
+def run_dspy_row(task: str, method: str, seed: int, protocol: Protocol, args: argparse.Namespace,
+                 server: DspyServer, scratch: Path) -> dict[str, Any]:
+    """Run one DSPy row in a child process, killed (by its PID) after the protocol's time cap."""
+    import json
+
+    port = server.ensure()
+    out = scratch / f"dspy-{task}-{method}-{seed}.json"
+    cmd = [sys.executable, str(HERE / "dspy_baseline.py"), "--task", task, "--method", method,
+           "--seed", str(seed),
+           "--protocol", protocol.name, "--data-dir", str(args.data_dir), "--port", str(port),
+           "--cache-dir", str(args.cache_dir), "--scratch", str(scratch), "--out", str(out)]
+    log = scratch / f"dspy-{task}-{method}-{seed}.log"
+    with open(log, "wb") as fh:
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no price-list download
+        child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        timed_out = False
+        try:
+            child.wait(timeout=protocol.dspy_time_cap)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:  # over the cap, or this process is being stopped: the child goes too
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=30)
+        if timed_out:
+            note = f"stopped after the time cap of {protocol.dspy_time_cap:.0f} s"
+            if out.exists():  # the phases it finished (un-optimised test, compile) stay on record
+                partial = json.loads(out.read_text(encoding="utf-8"))
+                where = f"{note}, during phase {partial.get('phase')}"
+                return {**partial, "status": "timeout", "error": where}
+            return failed_row(task, method, seed, "timeout", note)
+    done = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
+    if child.returncode != 0 or done.get("status") == "running":
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+        return failed_row(task, method, seed, "failed", f"exit {child.returncode}: " + "\n".join(tail))
+    return done
+
+
+def header(args: argparse.Namespace, protocol: Protocol, previous: list[str]) -> dict[str, Any]:
+    keys = sorted(set(previous) | {Results.key(*r) for r in plan(args)})
+    return {
+        "protocol": protocol.describe(),
+        "machine": machine(),
+        "model": "Gemma 3 270M (Q4_K_M GGUF), embedded llama.cpp; DSPy rows through llama.cpp's server",
+        "command": "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "data_dir": shown_path(args.data_dir),
+        "seeds": sorted(set(args.seeds)),
+        "planned": keys,
+        "load_start": round(os.getloadavg()[0], 1),
+        "updated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_report(results: Results) -> None:
+    results.doc["updated"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results.save()
+    results.path.with_suffix(".md").write_text(render(results.doc, results.rows()), encoding="utf-8")
+
+
+def sanitize(text: str) -> str:
+    """Keep this machine's paths out of committed error messages."""
+    return text.replace(str(ROOT.parent), "..")
+
+
+def annotate(args: argparse.Namespace, protocol: Protocol, results: Results) -> int:
+    """Label counts for the selected finished DLN rows that were written without them."""
+    scratch = Path(tempfile.mkdtemp(prefix="dlnflow-accuracy-"))
+    try:
+        for task, method, seed in plan(args):
+            row = results.doc["rows"].get(Results.key(task, method, seed))
+            if METHODS[method].variant == "dspy" or not row or row.get("status") != "ok":
+                continue
+            if "test_predictions" in row and not args.force:
+                continue
+            results.put(annotate_row(row, protocol, args.data_dir, args.cache_dir, scratch, args.threads))
+        write_report(results)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    protocol = PROTOCOLS[args.protocol]
+    results = Results(args.out, {})
+    if args.report:
+        write_report(results)
+        return 0
+    if args.annotate:
+        return annotate(args, protocol, results)
+    results.doc.update(header(args, protocol, results.doc.get("planned", [])))
+    scratch = Path(tempfile.mkdtemp(prefix="dlnflow-accuracy-"))
+    runs_before = os.environ.get("DLNFLOW_RUNS_DIR")
+    os.environ["DLNFLOW_RUNS_DIR"] = str(scratch / "runs")  # run logs stay out of the project
+    server = DspyServer(scratch, args.threads)
+    failures = 0
+    try:
+        for task, method, seed in plan(args):
+            fingerprint = protocol.fingerprint(task, method)
+            if not args.force and results.done(task, method, seed, fingerprint):
+                continue
+            clock = time.monotonic()
+            print(f"[{datetime.now().strftime('%H:%M:%S')}] {task} {method} seed {seed} ...", flush=True)
+            try:
+                if METHODS[method].variant == "dspy":
+                    row = run_dspy_row(task, method, seed, protocol, args, server, scratch)
+                else:
+                    row = run_dln_row(task, method, seed, protocol, args.data_dir, args.cache_dir, scratch,
+                                      args.threads)
+            except Exception:
+                row = failed_row(task, method, seed, "failed", sanitize(traceback.format_exc()))
+            row["fingerprint"] = fingerprint
+            failures += row["status"] not in FINISHED
+            results.put(row)
+            write_report(results)
+            print(f"    {row['status']}: test {row.get('test')} (before {row.get('test_before')}), "
+                  f"{time.monotonic() - clock:.0f} s", flush=True)
+    finally:
+        server.stop()
+        write_report(results)
+        if runs_before is None:
+            os.environ.pop("DLNFLOW_RUNS_DIR", None)
+        else:
+            os.environ["DLNFLOW_RUNS_DIR"] = runs_before
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 1 if failures else 0
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit, so the server and a DSPy child are stopped on the way out."""
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    stop_on_sigterm()
+    sys.exit(main())
