@@ -64,6 +64,7 @@ def main() -> None:
     if "path:" in text:
         raise SystemExit("run_cost.py expects a spec with generated data (format: task)")
     cache, runs = work / "cache", work / "runs"
+    load_start = os.getloadavg()[0]
     cold, cold_wall, lock1 = train(local_spec, cache, runs)
     warm, warm_wall, lock2 = train(local_spec, cache, runs)
     row = {
@@ -75,6 +76,7 @@ def main() -> None:
                                       "wall_seconds", "metrics")} | {"process_seconds": round(cold_wall, 2)},
         "warm": {k: warm[k] for k in ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens",
                                       "wall_seconds", "metrics")} | {"process_seconds": round(warm_wall, 2)},
+        "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "warm_over_cold_process": round(warm_wall / cold_wall, 4),
         "warm_over_cold_train": round(warm["wall_seconds"] / max(cold["wall_seconds"], 1e-9), 4),
         "lock_identical": lock1 == lock2,
@@ -89,6 +91,8 @@ def main() -> None:
         f"- machine: {row['machine']}",
         f"- date: {row['date']}",
         f"- command: `{row['command']}`",
+        f"- load average (1 min) at start / end: {row['load_average_1min']['start']} / "
+        f"{row['load_average_1min']['end']} (the machine was shared with other work when above ~2)",
         "",
         "| run | backend calls | cache hits | prompt tokens | completion tokens | train s | process s |",
         "|---|---:|---:|---:|---:|---:|---:|",

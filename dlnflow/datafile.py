@@ -106,7 +106,8 @@ def decode_utf8(path: Path, raw: bytes) -> str:
         bad = raw[exc.start:exc.start + 1].hex()
         message = f"not valid UTF-8: byte 0x{bad} at byte offset {exc.start}"
         hint = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        raise DataError(f"{name}:{line}:{col}: {message}", [Problem(name, line, col, "", message, hint=hint)])
+        raise DataError(f"{name}:{line}:{col}: {message}",
+                        [Problem(name, line, col, "", message, hint=hint)]) from None
 
 
 class Lines:
@@ -250,7 +251,7 @@ def csv_records(text: str, name: str) -> tuple[list[Record], list[Problem]]:
                 problems.append(Problem(name, number, 1, "", message, lines.source(number),
                                         "quote fields that contain commas"))
                 continue
-            where = {h: (number, 1) for h in header}
+            where = dict.fromkeys(header, (number, 1))
             records.append(Record(dict(zip(header, row, strict=True)), name, number, 1, "", where,
                                   lines.source(number), blame))
     except csv.Error as exc:

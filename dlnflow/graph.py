@@ -69,7 +69,7 @@ class Layer:
     def render(self, values: dict[str, str], prompt: str | None = None) -> str:
         """The full text sent to the model for one example."""
         pairs = [(name, values[name]) for name in self.inputs]
-        variables: dict[str, Any] = {name: text for name, text in pairs}
+        variables: dict[str, Any] = dict(pairs)
         return self.template.render(prompt=self.prompt if prompt is None else prompt, inputs=pairs, **variables)
 
     def generate_request(self, context: str, temperature: float | None = None, **kw: Any) -> Request:

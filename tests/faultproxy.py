@@ -159,8 +159,9 @@ class FaultProxy:
     """The proxy: ``FaultProxy(upstream_base_url, plan)``; use :attr:`base_url` as the client's base URL.
 
     ``counts`` holds faults injected per kind; ``forwarded`` requests sent to the server;
-    ``events`` one :class:`Event` per request. :meth:`set_plan` swaps the plan (and restarts its
-    random sequence) while running.
+    ``resets_sent`` the prefix resets of ``isolate`` mode; ``events`` one :class:`Event` per
+    request; ``max_active`` the most requests handled at once. :meth:`set_plan` swaps the plan
+    (and restarts its random sequence) while running.
     """
 
     def __init__(self, upstream: str, plan: FaultPlan | None = None, max_workers: int = 8,
@@ -175,6 +176,8 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.forwarded = 0
         self.resets_sent = 0
+        self.active = 0
+        self.max_active = 0
         self._upstream_lock = threading.Lock()
         self.events: list[Event] = []
         self._lock = threading.Lock()
@@ -284,6 +287,16 @@ class FaultProxy:
                 self._serve("POST")
 
             def _serve(self, method: str) -> None:
+                with proxy._lock:
+                    proxy.active += 1
+                    proxy.max_active = max(proxy.max_active, proxy.active)
+                try:
+                    self._handle(method)
+                finally:
+                    with proxy._lock:
+                        proxy.active -= 1
+
+            def _handle(self, method: str) -> None:
                 size = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(size) if size else b""
                 eligible = method == "POST" and self.path.endswith(FAULTED_PATHS)

@@ -35,7 +35,8 @@ def make(**train: object) -> tuple[TrainContext, StandIn]:
     model = StandIn(gen=gen, cls=cls)
     client = Client({"m": model}, CallCache(tempfile.mkdtemp()))
     layer = Layer("answer", ("x",), Template.from_spec("classify_forward"), "A", "m", classes=("Yes", "No"))
-    base = dict(method="dln1", batch_size=2, prompt_candidates=3, example_candidates=0, memory=0)
+    base: dict[str, object] = {"method": "dln1", "batch_size": 2, "prompt_candidates": 3,
+                               "example_candidates": 0, "memory": 0}
     base.update(train)
     settings = TrainSettings(**base)  # type: ignore[arg-type]
     pool = [Example("a", "Yes"), Example("b", "Yes")]

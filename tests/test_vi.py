@@ -55,8 +55,8 @@ def make(n_layers: int = 2, **train: object) -> tuple[TrainContext, StandIn]:
         layers.append(Layer(f"think{j}", ("x", layers[-1].name), Template.from_spec("hidden_forward"), "T", "m"))
     layers.append(Layer("answer", ("x", layers[-1].name), Template.from_spec("classify_forward"), "A", "m",
                         classes=("Yes", "No")))
-    base: dict[str, object] = dict(method="vi", batch_size=1, prompt_candidates=3, hidden_samples=2,
-                                   example_candidates=0, memory=0)
+    base: dict[str, object] = {"method": "vi", "batch_size": 1, "prompt_candidates": 3, "hidden_samples": 2,
+                               "example_candidates": 0, "memory": 0}
     base.update(train)
     settings = TrainSettings(**base)  # type: ignore[arg-type]
     pool = [Example("q", "Yes")]
@@ -132,7 +132,7 @@ def reference_dln2(ctx: TrainContext) -> dict[str, tuple[str, float]]:
     """DLN-2 written out for one example, straight from the formulas."""
     c = ctx.client
     p1, p2 = ctx.graph.layers
-    x, y = ctx.pool[0].input, ctx.pool[0].target
+    x = ctx.pool[0].input
     h = c.run("m", [p1.generate_request(p1.render({"x": x}))])[0]["text"]
     texts = [h, "h1", "h2"]
 
@@ -146,8 +146,9 @@ def reference_dln2(ctx: TrainContext) -> dict[str, tuple[str, float]]:
 
     logw = np.array([log_py("A", t) + log_ph("T", t) for t in texts])
     w = softmax_rows([logw])[0]
-    out = max((sum(wk * log_py(p, t) for wk, t in zip(w, texts)), -i, p) for i, p in enumerate(["A", "P1", "P2"]))
-    hid = max((sum(wk * log_ph(p, t) for wk, t in zip(w, texts)), -i, p) for i, p in enumerate(["T", "P1", "P2"]))
+    pairs = list(zip(w, texts, strict=True))
+    out = max((sum(wk * log_py(p, t) for wk, t in pairs), -i, p) for i, p in enumerate(["A", "P1", "P2"]))
+    hid = max((sum(wk * log_ph(p, t) for wk, t in pairs), -i, p) for i, p in enumerate(["T", "P1", "P2"]))
     return {"answer": (out[2], out[0]), "think": (hid[2], hid[0])}
 
 

@@ -69,8 +69,8 @@ class APE(ZeroShot):
         scores = [float(loglik(ctx.client, layer, fwd.values, targets, c).mean()) for c in cands]
         best = pick_best(cands, scores)
         layer.prompt = cands[best]
+        scored = [{"prompt": c, "score": s} for c, s in zip(cands, scores, strict=True)]
         return {
             "method": "ape",
-            "layers": {layer.name: {"candidates": [{"prompt": c, "score": s} for c, s in zip(cands, scores)],
-                                    "chosen": best, "objective": scores[best]}},
+            "layers": {layer.name: {"candidates": scored, "chosen": best, "objective": scores[best]}},
         }

@@ -64,13 +64,13 @@ def loglik(
     contexts = [layer.render(v, prompt) for v in values]
     if layer.is_classifier and client.can(layer.model, "classify"):
         answers = client.run(layer.model, [layer.classify_request(c) for c in contexts])
-        out = [math.log(max(a["probs"][class_index(layer, t)], 1e-12)) for a, t in zip(answers, targets)]
+        out = [math.log(max(a["probs"][class_index(layer, t)], 1e-12)) for a, t in zip(answers, targets, strict=True)]
         return np.array(out, dtype=float)
     if client.can(layer.model, "score"):
-        answers = client.run(layer.model, [layer.score_request(c, t) for c, t in zip(contexts, targets)])
+        answers = client.run(layer.model, [layer.score_request(c, t) for c, t in zip(contexts, targets, strict=True)])
         return np.array([mean_logprob(a["logprobs"]) for a in answers], dtype=float)
     answers = client.run(layer.model, [layer.generate_request(c) for c in contexts])
-    return np.array([float(a["text"].strip() == t.strip()) for a, t in zip(answers, targets)], dtype=float)
+    return np.array([float(a["text"].strip() == t.strip()) for a, t in zip(answers, targets, strict=True)], dtype=float)
 
 
 def mean_logprob(logprobs: Sequence[float]) -> float:
