@@ -41,9 +41,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlnflow.backends.base import Request, Result
-from dlnflow.cache import CallCache
-from dlnflow.client import Client
+from dlnflow.backends.base import Request, Result  # noqa: E402
+from dlnflow.cache import CallCache  # noqa: E402
+from dlnflow.client import Client  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INSTRUCTION = ("Read the sentence and decide whether it states a fact about the speaker's own experience "
@@ -185,14 +186,7 @@ def bench_dspy(n: int, repeats: int, work: Path) -> dict[str, dict[str, float]]:
 
 # -- report --------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {}
     for pkg in ("diskcache", "dspy", "orjson"):
         try:

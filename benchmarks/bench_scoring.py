@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from dlnflow.backends.base import Request  # noqa: E402
 from dlnflow.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from dlnflow.backends.llamacpp_engine import BLOCK, Engine  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUBJ = ROOT.parent / "shared" / "data" / "ordered_prompt" / "subj" / "train.jsonl"
@@ -195,16 +196,8 @@ def workload(backend: LlamaCppBackend, prompts: list[str], verbs: tuple[str, str
 
 
 def machine(backend: LlamaCppBackend) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads_used": backend.n_threads,
         "platform": platform.platform(),
