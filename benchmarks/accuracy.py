@@ -48,21 +48,14 @@ sys.path.insert(0, str(HERE.parent))
 from accuracy_protocol import DLN_METHODS, DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol  # noqa: E402
 from accuracy_report import render  # noqa: E402
 from accuracy_runs import FINISHED, Results, annotate_row, failed_row, run_dln_row  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 DEFAULT_DLN2_TASKS = ("navigate", "subj", "disaster")
 DEFAULT_SEEDS = (1, 2)
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
 
 
 def names(text: str, known: tuple[str, ...], what: str) -> list[str]:
@@ -220,7 +213,7 @@ def write_report(results: Results) -> None:
 
 def sanitize(text: str) -> str:
     """Keep this machine's paths out of committed error messages."""
-    return text.replace(str(ROOT.parent), "..")
+    return text.replace(str(ROOT), ".").replace(str(ROOT.parent), "..").replace(str(Path.home()), "~")
 
 
 def annotate(args: argparse.Namespace, protocol: Protocol, results: Results) -> int:
@@ -268,7 +261,9 @@ def run(args: argparse.Namespace) -> int:
                     row = run_dln_row(task, method, seed, protocol, args.data_dir, args.cache_dir, scratch,
                                       args.threads)
             except Exception:
-                row = failed_row(task, method, seed, "failed", sanitize(traceback.format_exc()))
+                row = failed_row(task, method, seed, "failed", traceback.format_exc())
+            if "error" in row:
+                row["error"] = sanitize(row["error"])
             row["fingerprint"] = fingerprint
             failures += row["status"] not in FINISHED
             results.put(row)

@@ -82,8 +82,9 @@ def cost_table(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
 
 
 def dspy_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| task | method | seed | test acc | unparsed (test) | off-label (test) | unparsed 0-shot | "
-           "failed compile attempts | adapter parse failures / parses | learned instruction |",
+    out = ["| task | method | seed | test acc | unparsed | off-label | "
+           "un-optimised: acc / unparsed / off-label | failed compile attempts | "
+           "adapter parse failures / parses | learned instruction |",
            "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         if METHODS[r["method"]].variant != "dspy" or "parse" not in r:
@@ -103,7 +104,8 @@ def dspy_table(rows: list[dict[str, Any]]) -> list[str]:
         text = text.replace("\n", " ").replace("|", "/")
         out.append(f"| {r['task']} | {METHODS[r['method']].label} | {r['seed']} | {pct(r['test'])} | "
                    f"{unparsed} | "
-                   f"{off} | {before['parse_failures']}/{before['n']} | "
+                   f"{off} | {pct(r['test_before'])} / {before['parse_failures']}/{before['n']} / "
+                   f"{before['off_label']}/{before['n']} | "
                    f"{len(errors)}/{attempts} | {fails or '-'} | {text[:90]} |")
     return out
 
@@ -152,20 +154,28 @@ def consistency(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run_time(rows: list[dict[str, Any]]) -> list[str]:
-    """Total wall and CPU time of the finished rows, and which rows replayed cached calls."""
+    """Total wall and CPU time of the finished rows, and how much of their work the cache served."""
     dln = [r for r in rows if r.get("status") == "ok" and METHODS[r["method"]].variant != "dspy"]
     dspy = [r for r in rows if r.get("status") in FINISHED and METHODS[r["method"]].variant == "dspy"]
     timed = [r for r in dln if "cpu_seconds" in r]
-    replayed = [f"{r['task']}/{r['method']}/{r['seed']}" for r in dln
-                if r["backend_calls"] < 0.5 * r.get("distinct_requests", r["requests"])]
+    own = sum(r.get("distinct_prompt_tokens", 0) for r in dln)
+    real = sum(r["prompt_tokens"] for r in dln)
+    zero_real = {(r["task"], r["method"]) for r in dln if r["backend_calls"] > 0}
+    replayed = [f"{r['task']}/{r['method']}/{r['seed']}" for r in dln if r["backend_calls"] == 0
+                and (r["method"] != "zero-shot" or (r["task"], r["method"]) not in zero_real)]
     threads = sorted({str(r.get("threads") or "default") for r in dln})
+    wall = sum(r["wall_seconds"] for r in dln) / 60
+    cpu = sum(r["cpu_seconds"] for r in timed) / 60
+    share = 100 * real / own if own else 0.0
     return [
-        f"- DLN rows: {len(dln)}, wall {sum(r['wall_seconds'] for r in dln) / 60:.0f} min in total; "
-        f"CPU {sum(r['cpu_seconds'] for r in timed) / 60:.0f} min over the {len(timed)} rows that record it "
-        f"(embedded model threads: {', '.join(threads)})",
+        f"- DLN rows: {len(dln)}; wall {wall:.0f} min in total on the shared machine; CPU {cpu:.0f} min "
+        f"of one core over the {len(timed)} rows that record it (model threads: {', '.join(threads)})",
+        f"- prompt tokens the DLN rows asked for (own, summed over rows): {own}; evaluated for real: {real} "
+        f"({share:.0f}%); the rest came from the cache (the 0-shot evaluation of a task is shared by all its "
+        "rows, and identical calls recur across seeds and methods)",
+        "- rows computed by an earlier, interrupted invocation (no real calls here, so their time and real "
+        f"calls say nothing): {', '.join(replayed) or 'none'}",
         f"- DSPy rows: {len(dspy)}, wall {sum(r['wall_seconds'] for r in dspy) / 60:.0f} min in total",
-        f"- rows that mostly replayed calls cached by an earlier (interrupted) run, so their wall and CPU "
-        f"time understate a cold run: {', '.join(replayed) or 'none'}",
     ]
 
 

@@ -79,10 +79,12 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def normalise(text: str) -> str:
-    """>>> normalise(' "Yes." ')
-    'yes'
+    """An answer as compared with the target: no quotes, brackets, final full stop or case.
+
+    >>> normalise(' "Yes." '), normalise("(A)"), normalise("A")
+    ('yes', 'a', 'a')
     """
-    return text.strip().strip("\"'`*").strip().rstrip(".").strip().lower()
+    return text.strip().strip("\"'`*").strip().rstrip(".").strip().strip("()[]").strip().lower()
 
 
 def parse_counter() -> Any:
@@ -181,6 +183,7 @@ def history_cost(history: list[dict[str, Any]]) -> dict[str, int]:
 
 def optimise(dspy: Any, method: str, settings: dict[str, Any], program: Any, metric: Any, train: list[Any],
              dev: list[Any], prompt_lm: Any, seed: int) -> Any:
+    """Compile ``program`` with COPRO (scored on ``train``) or MIPROv2 (validated on ``dev``)."""
     if method == "copro":
         opt = dspy.COPRO(prompt_model=prompt_lm, metric=metric, breadth=settings["breadth"],
                          depth=settings["depth"], init_temperature=settings["init_temperature"])

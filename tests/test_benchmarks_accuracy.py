@@ -149,6 +149,7 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
 def test_normalise_answers() -> None:
     assert normalise(' "Yes." ') == "yes"
     assert normalise("**objective**") == "objective"
+    assert normalise("(B)") == normalise("B.") == "b"  # a bare option letter counts as the option
 
 
 @pytest.mark.real
@@ -190,7 +191,7 @@ def test_report_shows_dspy_failures_instead_of_dropping_them() -> None:
            "rows": {"mpqa/copro/1": dspy_row("compile_failed", 1), "mpqa/copro/2": dspy_row("timeout", 2)}}
     md = render(doc, list(doc["rows"].values()))
     assert "compile failed (seed 1)" in md  # the accuracy cell says what happened
-    assert "| mpqa | DSPy COPRO | 1 | - | - | - | 4/4 | 3/3 | compile:JSONAdapter 3/3 |" in md
+    assert "| mpqa | DSPy COPRO | 1 | - | - | - | 0 / 4/4 / 0/4 | 3/3 | compile:JSONAdapter 3/3 |" in md
     assert "3/3 (timeout in phase compile)" in md
     assert "`mpqa/copro/2`: timeout: stopped after the time cap" in md
     assert "6x `AdapterParseError: no fields`" in md

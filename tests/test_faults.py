@@ -20,7 +20,6 @@ The spec's template carries two fixed examples so that " blue" and " red" are al
 server's top next tokens: otherwise a class is scored by echoing the prompt, which llama.cpp's
 server makes slow (it sorts the vocabulary for every prompt token).
 
-
 Faults injected per kind are printed (``pytest -s`` or ``-rP`` shows them). The heavier variant
 (more faults, more iterations) runs with ``DLNFLOW_SLOW=1``.
 """
@@ -283,9 +282,9 @@ def train_through_faults(clean: Outcome, llama_server: str, folder: Path, plan: 
     retries = faulty.payload["retries"]
     wire = observed_retries(proxy.events)
     probes = sum(1 for e in proxy.events if is_probe(e))
-    print(f"\n{proxy.summary()}; {probes} capability probe(s); retries counted {retries} (seen on the wire "
-          f"{wire}); "
-          f"backend calls {faulty.payload['backend_calls']}; metrics {faulty.payload['metrics']}")
+    print(f"\n{proxy.summary()}; {probes} capability probe(s); retries counted {retries} "
+          f"(seen on the wire {wire}); backend calls {faulty.payload['backend_calls']}; "
+          f"metrics {faulty.payload['metrics']}")
     assert set(proxy.counts) == set(FAULTS), f"not every fault kind was injected: {proxy.summary()}"
     assert_same_training(clean, faulty)
     assert faulty.payload["backend_calls"] == clean.payload["backend_calls"]
