@@ -9,7 +9,15 @@ only the CLI (:mod:`dlnflow.cli`) turns them into text and an exit code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+Styler = Callable[[str, str], str]
+"""``styler(text, role)`` decorates one part of a rendered problem; roles: location, hint, caret."""
+
+
+def _plain(text: str, role: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,15 @@ class Problem:
     source_line: str | None = None
     hint: str | None = None
 
-    def render(self, with_source: bool = False) -> str:
+    def render(self, with_source: bool = False, style: Styler = _plain) -> str:
         loc = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
-        text = f"{loc}: {self.message}"
+        text = f"{style(loc, 'location')}: {self.message}"
         if self.pointer:
             text += f" [{self.pointer or '/'}]"
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  {style('hint:', 'hint')} {self.hint}"
         if with_source and self.source_line is not None and self.line:
-            caret = " " * max(self.col - 1, 0) + "^"
+            caret = " " * max(self.col - 1, 0) + style("^", "caret")
             text += f"\n  {self.source_line}\n  {caret}"
         return text
 

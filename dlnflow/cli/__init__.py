@@ -51,7 +51,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except DlnflowError as exc:
             obj = ctx.find_object(AppContext)
-            render_error(exc, as_json=bool(obj and obj.as_json))
+            render_error(exc, as_json=bool(obj and obj.as_json), color=bool(obj and obj.color))
             if obj is not None and obj.verbosity >= 2:
                 import traceback
 

@@ -38,9 +38,18 @@ class AppContext:
 
     @property
     def color(self) -> bool:
-        import os
+        """Colour on stderr: only on a terminal, never with NO_COLOR (https://no-color.org)."""
+        from dlnflow.cli.render import use_color
 
-        return sys.stderr.isatty() and "NO_COLOR" not in os.environ
+        return use_color(sys.stderr)
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr (kept with -q; silent with --json, whose payload carries it)."""
+        if not self.as_json:
+            from dlnflow.cli.render import paint
+
+            color = self.color
+            click.echo(f"{paint('warning:', 'warning', color)} {message}", err=True, color=color)
 
     def info(self, message: str) -> None:
         """A progress or status line on stderr (silent with -q or --json)."""

@@ -34,7 +34,7 @@ def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: 
     with open_network(a, spec) as net:
         if not initial:
             drifted = net.use_lock(strict=strict)
-            a.info(("warning: " if drifted else "") + net.lock_note)
+            (a.warn if drifted else a.info)(net.lock_note)
         result = net.evaluate(split)
         usage = net.client.usage.as_dict()
         payload = {

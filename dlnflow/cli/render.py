@@ -3,12 +3,49 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 import click
 
 from dlnflow.errors import DataError, DlnflowError, SpecError
+
+
+ROLES: dict[str, dict[str, Any]] = {
+    "error": {"fg": "red", "bold": True},
+    "warning": {"fg": "yellow", "bold": True},
+    "ok": {"fg": "green"},
+    "location": {"bold": True},
+    "hint": {"fg": "cyan"},
+    "caret": {"fg": "red", "bold": True},
+}
+"""How each part of the output is coloured, as plain data."""
+
+
+def use_color(stream: TextIO | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set to a non-empty value.
+
+    >>> import io
+    >>> use_color(io.StringIO(), {})
+    False
+    """
+    stream = sys.stderr if stream is None else stream
+    env = os.environ if env is None else env
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and not env.get("NO_COLOR")
+
+
+def paint(text: str, role: str, color: bool) -> str:
+    """``text`` in the colours of ``role`` when ``color`` is on, else unchanged.
+
+    >>> paint("error:", "error", False)
+    'error:'
+    >>> paint("error:", "error", True)
+    '\\x1b[31m\\x1b[1merror:\\x1b[0m'
+    """
+    return click.style(text, **ROLES[role]) if color else text
 
 
 def error_payload(exc: DlnflowError) -> dict[str, Any]:
@@ -22,19 +59,19 @@ def error_payload(exc: DlnflowError) -> dict[str, Any]:
     }
 
 
-def render_error(exc: DlnflowError, as_json: bool = False) -> None:
-    """Write ``exc`` for a person (stderr) or a program (stdout JSON)."""
+def render_error(exc: DlnflowError, as_json: bool = False, color: bool = False) -> None:
+    """Write ``exc`` for a person (stderr, coloured when ``color``) or a program (stdout JSON)."""
     if as_json:
         click.echo(json.dumps(error_payload(exc), indent=2, ensure_ascii=False))
         return
     if isinstance(exc, SpecError) or (isinstance(exc, DataError) and exc.problems):
         problems = exc.problems  # type: ignore[attr-defined]
         for p in problems:
-            click.echo(p.render(with_source=True), err=True)
+            click.echo(p.render(with_source=True, style=lambda t, r: paint(t, r, color)), err=True, color=color)
         n = len(problems)
         click.echo(f"{n} problem{'s' if n != 1 else ''} found.", err=True)
         return
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"{paint('error:', 'error', color)} {exc}", err=True, color=color)
 
 
 def run_guarded(cli: click.Group, argv: list[str] | None = None) -> Any:

@@ -40,7 +40,7 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
         raise click.UsageError("give at least one --input TEXT or --file F")
     with open_network(a, spec) as net:
         drifted = net.use_lock(strict=strict)
-        a.info(("warning: " if drifted else "") + net.lock_note)
+        (a.warn if drifted else a.info)(net.lock_note)
         result = net.pipeline.graph.forward(net.client, texts)
         rows = [{"input": v["x"], "output": v[result.output],
                  **({"trace": {k: t for k, t in v.items() if k not in ("x", result.output)}} if trace else {})}

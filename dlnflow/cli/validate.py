@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from dlnflow.cli.context import app
-from dlnflow.cli.render import render_error
+from dlnflow.cli.render import paint, render_error, use_color
 from dlnflow.errors import DlnflowError, Problem, SpecError
 
 LOCK_SUFFIX = ".lock.yaml"
@@ -31,6 +33,7 @@ def validate(ctx: click.Context, specs: tuple[str, ...]) -> None:
     from dlnflow.compiler import compile_spec
 
     state = app(ctx)
+    color = use_color(sys.stdout)
     problems: list[Problem] = []
     bad = checked = 0
     for spec in specs:
@@ -46,11 +49,12 @@ def validate(ctx: click.Context, specs: tuple[str, ...]) -> None:
             bad += 1
             problems.extend(found)
             if not state.as_json:
-                render_error(SpecError(found))
+                render_error(SpecError(found), color=state.color)
             continue
         if not state.as_json:
             n = len(pipeline.graph)
-            click.echo(f"ok  {spec}  ({n} layer{'s' if n != 1 else ''}, method {pipeline.train.method})")
+            click.echo(f"{paint('ok', 'ok', color)}  {spec}  ({n} layer{'s' if n != 1 else ''}, "
+                       f"method {pipeline.train.method})", color=color)
     if state.as_json:
         state.emit([p.as_dict() for p in problems])
     elif checked > 1 or bad:
