@@ -105,7 +105,60 @@ FORWARD_VARIABLES = frozenset({"prompt", "inputs"})
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-_env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+MAX_VALUE_CHARS = 1_000_000
+"""The longest string or list an operator inside a template may build."""
+MAX_EXPONENT_BITS = 4096
+"""The largest number ``**`` may produce, in bits."""
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, with ``*``, ``+`` and ``**`` bounded so that a template cannot exhaust memory
+    with one expression such as ``{{ "a" * 10**12 }}``.
+
+    >>> env = BoundedSandbox()
+    >>> env.from_string("{{ '-' * 3 }}{{ 2 ** 10 }}").render()
+    '---1024'
+    >>> env.from_string("{{ 'a' * 10 ** 9 }}").render()
+    Traceback (most recent call last):
+    ...
+    jinja2.exceptions.SecurityError: '*' would build a value of 1000000000 items (limit 1000000)
+    """
+
+    intercepted_binops = frozenset({"*", "+", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            _check_power(left, right)
+        elif operator == "*":
+            _check_size(operator, _repeat_size(left, right))
+        elif isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _check_size(operator, len(left) + len(right))
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeat_size(left: Any, right: Any) -> int:
+    for seq, n in ((left, right), (right, left)):
+        if isinstance(seq, str | list | tuple) and isinstance(n, int):
+            return len(seq) * max(n, 0)
+    return 0
+
+
+def _check_size(operator: str, size: int) -> None:
+    if size > MAX_VALUE_CHARS:
+        raise jinja2.exceptions.SecurityError(
+            f"{operator!r} would build a value of {size} items (limit {MAX_VALUE_CHARS})")
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if not (isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1):
+        return
+    bits = abs(base).bit_length() * exponent
+    if bits > MAX_EXPONENT_BITS:
+        raise jinja2.exceptions.SecurityError(f"'**' would build a number of about {bits} bits "
+                                              f"(limit {MAX_EXPONENT_BITS})")
+
+
+_env = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 @dataclass(frozen=True)

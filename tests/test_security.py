@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+import time
 from typing import Any
 
 import pytest
@@ -95,6 +96,30 @@ def test_attribute_walking_fails_cleanly_when_rendered(payload: str) -> None:
     template = Template.parse("{{ prompt }} " + payload)
     with pytest.raises(TemplateError, match="sandbox forbids"):
         template.render(prompt="p", x="sparrow", inputs=[("x", "sparrow")])
+
+
+RESOURCE_BOMBS = [
+    "{{ 'a' * 10 ** 9 }}",
+    "{{ [0] * 10 ** 8 }}",
+    "{{ 10 ** 100000 }}",
+    "{% set a = x * 1000 %}{% set b = a * 1000 %}{{ b + b }}",
+]
+
+
+@pytest.mark.parametrize("payload", RESOURCE_BOMBS)
+def test_memory_bombs_fail_fast_through_validate(payload: str, tmp_path: Path) -> None:
+    spec = spec_with_template(tmp_path, payload)
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "the sandbox forbids" in result.output and "(limit " in result.output
+
+
+def test_bounded_operators_still_work_at_normal_sizes() -> None:
+    template = Template.parse("{{ prompt }} {{ '=' * 5 }} {{ 2 ** 16 }} {{ x + '!' }} {{ (inputs | length) * 3 }}")
+    assert template.render(prompt="p", x="kiwi", inputs=[("x", "kiwi")]) == "p ===== 65536 kiwi! 3"
 
 
 def test_template_syntax_in_data_is_never_evaluated() -> None:
