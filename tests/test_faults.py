@@ -97,6 +97,17 @@ def test_a_fault_past_the_retry_budget_is_a_clear_backend_error(kind: str, fake_
     message = str(info.value)
     assert proxy.base_url in message and "2 attempts" in message
     assert proxy.counts == Counter({kind: 2})
+    assert ": )" not in message  # every cause named in the message says something
+
+
+def test_a_reset_connection_is_described_in_words(fake_openai: FakeOpenAI) -> None:
+    plan = FaultPlan(rate=1.0, kinds=("reset",))
+    with FaultProxy(fake_openai.base_url, plan) as proxy, pytest.raises(BackendError) as info:
+        run_one(proxy, max_retries=1)
+    message = str(info.value)
+    assert "is unreachable (" in message
+    detail = message.split("is unreachable (", 1)[1].split(") after", 1)[0]
+    assert detail.split(":", 1)[1].strip(), message  # a kind and a description, never an empty one
 
 
 def test_the_proxy_handles_a_bounded_number_of_requests_at_once(fake_openai: FakeOpenAI) -> None:

@@ -117,9 +117,24 @@ def connection_error(ctx: ErrorContext, exc: openai.APIConnectionError, endpoint
             f"{ctx.timeout:g} s ({tries}); raise models.<name>.timeout, lower concurrency, "
             "or check that the server is not overloaded"
         )
-    cause = exc.__cause__
-    detail = f" ({redact(type(cause).__name__ + ': ' + str(cause), ctx.secrets)})" if cause else ""
     return BackendError(
-        f"the server at {ctx.endpoint} is unreachable{detail} after {tries}; check that it is "
+        f"the server at {ctx.endpoint} is unreachable{_cause(ctx, exc)} after {tries}; check that it is "
         "running and that models.<name>.base_url is right"
     )
+
+
+def _cause(ctx: ErrorContext, exc: BaseException) -> str:
+    """`` (Kind: message)`` of the deepest cause with a message; a bare name when none has one
+    (a connection reset by the server often carries no text)."""
+    causes: list[BaseException] = []
+    cause = exc.__cause__
+    while cause is not None and len(causes) < 8:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not causes:
+        return ""
+    for c in reversed(causes):
+        if str(c).strip():
+            return f" ({redact(type(c).__name__ + ': ' + str(c).strip(), ctx.secrets)})"
+    names = " <- ".join(dict.fromkeys(type(c).__name__ for c in causes))
+    return f" ({names}: the connection was closed or reset without a reply)"
