@@ -164,15 +164,20 @@ def default_cache_dir(start: Path | None = None) -> Path:
 
 
 def make_private_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and parents) and make the folder itself owner-only (0700).
+    """Create ``path`` and its missing parents, each owner-only (0700) whatever the umask; an
+    existing folder at ``path`` is made owner-only too when we own it (existing parents are left
+    as they are).
 
     >>> import tempfile
-    >>> p = make_private_dir(Path(tempfile.mkdtemp()) / "a" / "b")
-    >>> oct(p.stat().st_mode & 0o777)
-    '0o700'
+    >>> base = Path(tempfile.mkdtemp())
+    >>> p = make_private_dir(base / "a" / "b")
+    >>> oct(p.stat().st_mode & 0o777), oct((base / "a").stat().st_mode & 0o777)
+    ('0o700', '0o700')
     """
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR)
+    for missing in reversed([p for p in (folder, *folder.parents) if not p.exists()]):
+        missing.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
+        _chmod_quietly(missing, _PRIVATE_DIR)
     _chmod_quietly(folder, _PRIVATE_DIR)
     return folder
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from dlnflow.cache import canonical_json, find_project_root
+from dlnflow.cache import canonical_json, find_project_root, make_private_dir
 
 
 def run_id(seed: int, hyperparameters: dict[str, Any]) -> str:
@@ -53,13 +53,6 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _private_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, each owner-only (0700) whatever the umask."""
-    for folder in reversed([p for p in (directory, *directory.parents) if not p.exists()]):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(folder, 0o700)
-
-
 def _owner_only(path: str, flags: int) -> int:
     """``open`` opener creating files readable by their owner only (0600)."""
     return os.open(path, flags, 0o600)
@@ -70,7 +63,7 @@ class RunLog:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        _private_dirs(directory)
+        make_private_dir(directory)
         self.partial = directory / "log.jsonl.partial"
         self.final = directory / "log.jsonl"
         self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)

@@ -306,13 +306,13 @@ def test_cache_and_run_folders_are_private_even_with_a_permissive_umask(
     spec = write_spec(tmp_path, iterations=1)
     old = os.umask(0)
     try:
-        result = CliRunner().invoke(cli, ["--cache-dir", str(tmp_path / "cache"), "train", str(spec)])
+        result = CliRunner().invoke(cli, ["--cache-dir", str(tmp_path / "cache-root" / "cache"), "train", str(spec)])
     finally:
         os.umask(old)
     assert result.exit_code == 0, result.output
-    found = {**modes(tmp_path / "cache"), **modes(tmp_path / "runs-root")}
+    found = {**modes(tmp_path / "cache-root"), **modes(tmp_path / "runs-root")}
     dirs = {name: m for name, m in found.items() if (tmp_path / name).is_dir()}
     files = {name: m for name, m in found.items() if not (tmp_path / name).is_dir()}
-    assert len(dirs) >= 5 and len(files) >= 3  # cache, runs-root, runs, runs/tiny, the run; db, log, summary
+    assert len(dirs) >= 6 and len(files) >= 3  # cache-root, cache, runs-root, runs, runs/tiny, the run; db, log, ...
     assert {n: oct(m) for n, m in dirs.items() if m != 0o700} == {}
     assert {n: oct(m) for n, m in files.items() if m != 0o600} == {}
