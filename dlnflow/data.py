@@ -187,6 +187,11 @@ def to_examples(
                 kind = type(record.fields[name]).__name__ if record.fields[name] is not None else "null"
                 problems.add(record.problem(f'field "{name}" is {kind}; expected text', name), ("type", name, kind))
             values.append(text)
+        if values[0] is not None and not values[0].strip():
+            hint = "remove the row, or fill in its input text"
+            problems.add(record.problem(f'field "{fields[0]}" is empty; every example needs an input text',
+                                        fields[0], hint), ("empty", fields[0]))
+            continue
         if values[0] is None or values[1] is None:
             continue
         target = _check_target(record, fields[1], values[1], labels, classes, problems)

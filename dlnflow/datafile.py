@@ -238,6 +238,9 @@ def csv_records(text: str, name: str) -> tuple[list[Record], list[Problem]]:
         header = next(reader)
         width = len(header)
         blame = (reader.line_num, lines.source(reader.line_num))
+        repeated = _repeated_column(header, reader.line_num, name, lines)
+        if repeated is not None:
+            return [], [repeated]
         while True:
             try:
                 row = next(reader)
@@ -257,3 +260,30 @@ def csv_records(text: str, name: str) -> tuple[list[Record], list[Problem]]:
     except csv.Error as exc:
         problems.append(Problem(name, reader.line_num, 1, "", f"malformed CSV: {exc}", lines.source(reader.line_num)))
     return records, problems
+
+
+def _repeated_column(header: list[str], number: int, name: str, lines: Lines) -> Problem | None:
+    """A problem at the second use of a column name in the header row, if a name repeats."""
+    seen: set[str] = set()
+    for index, cell in enumerate(header):
+        if cell in seen:
+            source = lines.source(number)
+            col = _nth_cell_column(source, index) if source is not None else 1
+            return Problem(name, number, col, "", f'the header names column "{cell}" twice (columns '
+                           f'{header.index(cell) + 1} and {index + 1})', source,
+                           "give every column its own name; a repeated name would hide one column's values")
+        seen.add(cell)
+    return None
+
+
+def _nth_cell_column(line: str, index: int) -> int:
+    """The 1-based column where cell ``index`` of a CSV line starts (quotes respected)."""
+    cell, quoted = 0, False
+    for col, char in enumerate(line, start=1):
+        if cell == index:
+            return col
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            cell += 1
+    return 1
