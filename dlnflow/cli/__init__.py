@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "dlnflow.cli.report:report",
     "init": "dlnflow.cli.init:init",
     "results": "dlnflow.cli.results:results",
+    "export": "dlnflow.cli.export:export",
 }
 
 
