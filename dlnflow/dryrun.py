@@ -1,241 +1,64 @@
 """Dry runs: how many calls and tokens a training run will need, without calling a model.
 
-The real training algorithm runs against a *planning* client. Its cache view
-(:class:`PlanCache`) answers from the real call cache where it can (those calls are free) and
-never writes to it; its backends (:class:`PlanningBackend`) answer every other request with a
-placeholder and count it as a new call:
+The real training algorithm runs against a *planning* client (:mod:`dlnflow.dryrun_backends`):
+its cache view answers from the real call cache where it can (those calls are free) and never
+writes to it; every other request gets a placeholder answer and counts as a new call. Because
+the algorithm itself runs, everything that follows from its structure is counted as the real
+run will count it: candidates that coincide (the current prompt, example-carrying candidates,
+remembered prompts) are scored once, requests repeated within the run are cache hits, shown
+examples are dropped until a backward request fits the context.
 
-- ``generate``: a text of about ``max_tokens / 2`` tokens, distinct per request (so rewrites
-  never collapse into one candidate by accident);
-- ``classify``: class probabilities and ``score``: per-token log-probabilities, both drawn
-  deterministically from a hash of the request.
+What a placeholder cannot know is what the model would answer. Three things decide most of the
+count, and the plan states what it assumes for each (:meth:`Plan.notes`;
+:mod:`dlnflow.dryrun_scenarios` has the details):
 
-Placeholder scores are arbitrary but not constant on purpose: with constant scores the current
-prompt would win every comparison and the plan would predict the cheap path (no prompt ever
-changes, so later forward passes look cached) instead of the usual one where prompts change.
-That cheap path is planned too, as the *steady* scenario (uniform class probabilities, zero
-log-probabilities): together the two give a range for the new calls. Placeholder answers are
-remembered for the rest of the plan, so a request repeated later in the run counts once, as
-the cache would make it.
+1. *When the prompts change.* A changed prompt makes the next batch and the next dev validation
+   new calls; an unchanged one is replayed from the cache. The headline is the mean of two
+   complementary plans that change the prompts before every other validation (one includes the
+   last validation, the other the one before), so together they change before exactly half.
+   The range is planned too: prompts that *never* change, and prompts that change at *every* step.
+2. *Whether dev improves.* Only an improvement makes the final test evaluation new calls; a
+   validation of changed prompts is assumed to improve dev as often as not.
+3. *Rewrites that add no candidate* (the backward model repeats the instruction or writes
+   nothing usable): a stated share per backward model, :data:`LOST_REWRITES`.
 
-On a warm cache every answer is real and the plan replays the run exactly: the prediction is
-exact (0 new calls when everything is cached). After the first placeholder the run follows
-made-up answers, so the numbers are estimates; :meth:`Plan.notes` says what they depend on.
+Repeated posterior texts (DLN-2) are not assumed: every sample counts as distinct.
 
-Token counts use the backend's own ``count_tokens``. For the embedded model the dry run
-(:func:`light_backend`) reads only the GGUF vocabulary, never the weights.
+The plan decides only steps and validations whose answers are placeholders: where every answer
+comes from the real cache the run is replayed as it happened, so a warm cache gives an exact
+prediction (0 new calls when everything is cached).
+
+Token counts use the backend's own ``count_tokens``; generated texts count half their
+``max_tokens``. For the embedded model the dry run reads only the GGUF vocabulary.
 """
 
 from __future__ import annotations
 
-import atexit
-import hashlib
-import math
-import threading
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from dlnflow.backends.base import OPERATIONS, Backend, Request, Result
-from dlnflow.backends.llamacpp import LlamaCppBackend
-from dlnflow.backends.llamacpp_engine import _silence_llama
-from dlnflow.cache import CallCache
+from dlnflow.backends.base import Backend
 from dlnflow.client import Client, Usage
 from dlnflow.data import Dataset
-from dlnflow.errors import BackendError, ConfigError
+from dlnflow.dryrun_backends import PlanCache, PlanningBackend, VocabOnlyLlama, light_backend
+from dlnflow.dryrun_scenarios import ALWAYS, EXPECTED, LOST_REWRITES, NEVER, SCENARIOS, Scenario, ScriptedTrainer
 from dlnflow.pipeline import Pipeline
 
-_VOCABS: dict[str, Any] = {}
-_VOCAB_LOCK = threading.Lock()
-
-
-@atexit.register
-def _close_vocabs() -> None:
-    """Free the vocabularies while the interpreter can still run llama.cpp's cleanup."""
-    with _VOCAB_LOCK:
-        for vocab in _VOCABS.values():
-            vocab.close()
-        _VOCABS.clear()
-
-
-# -- backends that know their model without running it ------------------------------------------
-class VocabOnlyLlama(LlamaCppBackend):
-    """The embedded backend's identity, context size and tokenizer, without its weights.
-
-    Built with :meth:`LlamaCppBackend.from_settings` (same path resolution, same identity); the
-    vocabulary is read on the first :meth:`count_tokens` and shared within the process.
-    """
-
-    def __init__(self, path: Path, n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512):
-        from dlnflow.backends.gguf import check_gguf
-
-        self.path = check_gguf(Path(path))
-        self.n_threads = n_threads or 1
-        self.n_batch = min(n_batch, n_ctx)
-        self._n_ctx = n_ctx
-        self._engine = None
-        self._sha256 = None
-
-    def _vocab(self) -> Any:
-        key = str(self.path.resolve())
-        with _VOCAB_LOCK:
-            if key not in _VOCABS:
-                try:
-                    import llama_cpp
-                except ImportError:
-                    raise ConfigError("llama-cpp-python is missing: pip install llama-cpp-python") from None
-                _silence_llama(llama_cpp)
-                _VOCABS[key] = llama_cpp.Llama(key, vocab_only=True, verbose=False)
-            return _VOCABS[key]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._vocab().tokenize(text.encode("utf-8"), add_bos=True, special=False))
-
-    def run(self, requests: list[Request]) -> list[Result]:
-        raise BackendError("a vocabulary-only backend cannot run requests (it is for dry runs)")
-
-    def close(self) -> None:
-        pass
-
-
-def light_backend(settings: dict[str, Any], base_dir: Path | None) -> Backend:
-    """A backend for planning: the embedded model reads only its vocabulary; others are built as
-    usual (building an OpenAI-compatible backend sends nothing)."""
-    if settings.get("backend", "llamacpp") == "llamacpp":
-        return VocabOnlyLlama.from_settings(settings, base_dir)
-    from dlnflow import network
-
-    return network.make_backend(settings, base_dir)
-
-
-def _assumed_capabilities(inner: Backend, probe: bool) -> frozenset[str]:
-    """The backend's operations; a remote backend is not probed in a dry run (assumed able to score
-    unless it is a chat endpoint)."""
-    if probe or inner.identity().get("backend") != "openai":
-        return frozenset(inner.capabilities)
-    chat = bool(getattr(getattr(inner, "settings", None), "chat", False))
-    return frozenset(op for op in OPERATIONS if not (chat and op == "score"))
-
-
-# -- placeholders --------------------------------------------------------------------------------
-def _units(text: str, n: int) -> list[float]:
-    """``n`` numbers in [0, 1) determined by ``text``."""
-    out: list[float] = []
-    i = 0
-    while len(out) < n:
-        digest = hashlib.sha256(f"{i}:{text}".encode()).digest()
-        out += [int.from_bytes(digest[j : j + 4], "little") / 2**32 for j in range(0, 32, 4)]
-        i += 1
-    return out[:n]
-
-
-class PlanningBackend:
-    """Wraps a backend: its identity, context and tokenizer, but placeholder answers and no model call."""
-
-    def __init__(self, inner: Backend, probe: bool = True, steady: bool = False):
-        self.inner = inner
-        self.steady = steady
-        self.capabilities = _assumed_capabilities(inner, probe)
-        self.completion_max = 0
-        self.overflows = 0
-        self._bos: int | None = None
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
-
-    @property
-    def n_ctx(self) -> int:
-        return self.inner.n_ctx
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def close(self) -> None:
-        pass
-
-    def _target_tokens(self, text: str) -> int:
-        """Tokens of a target read after a context (no start-of-text token)."""
-        if self._bos is None:
-            self._bos = self.inner.count_tokens("")
-        return max(self.inner.count_tokens(text) - self._bos, 1)
-
-    def run(self, requests: list[Request]) -> list[Result]:
-        return [self._placeholder(r) for r in requests]
-
-    def _placeholder(self, r: Request) -> Result:
-        n_prompt = self.inner.count_tokens(r.prompt)
-        if n_prompt > self.n_ctx:
-            self.overflows += 1
-        tag = r.canonical_json()
-        if r.op == "generate":
-            k = max(1, math.ceil(r.max_tokens / 2))
-            self.completion_max += r.max_tokens
-            mark = hashlib.sha256(tag.encode()).hexdigest()[:6]
-            text = " ".join([f"draft{mark}"] + ["text"] * (k - 1))
-            return {"text": text, "logprobs": None, "prompt_tokens": n_prompt, "completion_tokens": k}
-        if r.op == "score":
-            n = self._target_tokens(r.targets[0])
-            lps = [0.0] * n if self.steady else [-(0.1 + 2.0 * u) for u in _units(tag, n)]
-            return {"logprobs": lps, "prompt_tokens": n_prompt + n, "completion_tokens": 0}
-        raw = [0.0] * len(r.targets) if self.steady else [-3.0 * u for u in _units(tag, len(r.targets))]
-        top = max(raw)
-        weights = [math.exp(v - top) for v in raw]
-        total = sum(weights)
-        return {"probs": [w / total for w in weights], "logprobs": raw,
-                "prompt_tokens": n_prompt + sum(self._target_tokens(t) for t in r.targets),
-                "completion_tokens": 0}
-
-
-class PlanCache:
-    """A read-only view of the call cache plus the plan's own placeholder answers (in memory).
-
-    ``remember=False`` plans a run that does not use the cache (``--no-cache``, ``--refresh``):
-    then a repeated request is a new call again.
-    """
-
-    def __init__(self, store: CallCache | None, remember: bool = True):
-        self.store = store
-        self.remember = remember
-        self.memory: dict[str, Result] = {}
-        self.real: set[str] = set()
-        self.real_prompt_tokens = 0
-        self.real_completion_tokens = 0
-
-    def get(self, key: str) -> Result | None:
-        found = self.memory.get(key)
-        if found is not None:
-            return dict(found)
-        hit = self.store.get(key) if self.store is not None else None
-        if hit is not None:
-            self.memory[key] = hit
-            self.real.add(key)
-            self.real_prompt_tokens += int(hit.get("prompt_tokens") or 0)
-            self.real_completion_tokens += int(hit.get("completion_tokens") or 0)
-            return dict(hit)
-        return None
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.memory or (self.store is not None and key in self.store)
-
-    def put(self, key: str, result: Result, model: str = "") -> None:
-        if self.remember:
-            self.memory[key] = dict(result)
-
-    def put_many(self, items: Iterable[tuple[str, Result]], model: str = "") -> None:
-        for key, result in items:
-            self.put(key, result, model)
-
-    def close(self) -> None:
-        """The store belongs to whoever opened it; nothing to do."""
+__all__ = ["EXPECTED", "LOST_REWRITES", "Plan", "PlanCache", "PlanningBackend", "RunPlan", "Scenario",
+           "VocabOnlyLlama", "light_backend", "pipeline_facts", "plan_network", "plan_pipeline", "plan_run",
+           "scenario_caches"]
 
 
 # -- planning one run -------------------------------------------------------------------------------
 @dataclass
 class RunPlan:
     """The predicted work of one run. ``new_*``: calls that would reach a model; ``cached_*``:
-    distinct calls answered by the cache as it is now; ``cache_hits``: lookups the run's client
-    will count as hits (cached calls plus repeats of calls made earlier in the run)."""
+    distinct calls answered by the cache as it is now; ``cache_hits``: lookups the run's client will
+    count as hits (cached calls plus repeats of calls made earlier in the run); ``calls_never`` /
+    ``calls_always``: new calls if the prompts never change / change at every step;
+    ``validations``: (with changed prompts, decided by the plan); ``rewrites``: (lost, asked)."""
 
     label: str
     new_calls: int = 0
@@ -247,7 +70,11 @@ class RunPlan:
     cache_hits: int = 0
     overflows: int = 0
     skipped: bool = False
-    steady_calls: int | None = None
+    calls_never: int | None = None
+    calls_always: int | None = None
+    validations: tuple[float, int] = (0, 0)
+    rewrites: tuple[int, int] = (0, 0)
+    method: str = ""
     per_model: dict[str, Usage] = field(default_factory=dict)
     completion_max_per_model: dict[str, int] = field(default_factory=dict)
 
@@ -257,18 +84,43 @@ class RunPlan:
 
     def predicted(self) -> dict[str, Any]:
         """The numbers a finished run reports, as predicted (stored in its summary)."""
-        return {"backend_calls": self.new_calls, "cache_hits": self.cache_hits,
-                "prompt_tokens": self.new_prompt_tokens, "completion_tokens": self.new_completion_tokens,
-                "completion_tokens_max": self.completion_tokens_max, "exact": self.exact}
+        out = {"backend_calls": self.new_calls, "cache_hits": self.cache_hits,
+               "prompt_tokens": self.new_prompt_tokens, "completion_tokens": self.new_completion_tokens,
+               "completion_tokens_max": self.completion_tokens_max, "exact": self.exact}
+        if self.calls_never is not None and self.calls_always is not None:
+            out["backend_calls_range"] = [self.calls_never, self.calls_always]
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "skipped": self.skipped, "exact": self.exact,
                 "new": {"calls": self.new_calls, "prompt_tokens": self.new_prompt_tokens,
                         "completion_tokens": self.new_completion_tokens,
-                        "completion_tokens_max": self.completion_tokens_max},
+                        "completion_tokens_max": self.completion_tokens_max,
+                        "calls_if_prompts_never_change": self.calls_never,
+                        "calls_if_prompts_change_every_step": self.calls_always},
                 "cached": {"calls": self.cached_calls, "tokens": self.cached_tokens},
                 "cache_hits": self.cache_hits, "context_overflows": self.overflows,
-                "steady_calls": self.steady_calls}
+                "assumed": {"validations_with_new_prompts": list(self.validations),
+                            "rewrites_lost": list(self.rewrites)}}
+
+
+def _half(a: int, b: int) -> int:
+    return (a + b + 1) // 2
+
+
+def mean_plan(a: RunPlan, b: RunPlan) -> RunPlan:
+    """The mean of two plans of the same run (counts rounded up)."""
+    numbers = ("new_calls", "new_prompt_tokens", "new_completion_tokens", "completion_tokens_max", "cached_calls",
+               "cached_tokens", "cache_hits", "overflows")
+    models = set(a.per_model) | set(b.per_model)
+    usage = {m: Usage(**{k: _half(getattr(a.per_model.get(m, Usage()), k), getattr(b.per_model.get(m, Usage()), k))
+                         for k in vars(Usage())}) for m in models}
+    return RunPlan(
+        a.label, **{k: _half(getattr(a, k), getattr(b, k)) for k in numbers},
+        validations=((a.validations[0] + b.validations[0]) / 2, max(a.validations[1], b.validations[1])),
+        rewrites=(_half(a.rewrites[0], b.rewrites[0]), _half(a.rewrites[1], b.rewrites[1])), method=a.method,
+        per_model=usage, completion_max_per_model={m: _half(a.completion_max_per_model.get(m, 0),
+                                                            b.completion_max_per_model.get(m, 0)) for m in models})
 
 
 @dataclass
@@ -281,38 +133,74 @@ class _PlanNet:
 
 
 def plan_pipeline(label: str, pipeline: Pipeline, dataset: Dataset, models: Mapping[str, Backend],
-                  cache: PlanCache, probe: bool = True, steady: bool = False) -> RunPlan:
-    """Run training on ``pipeline`` against placeholders; the graph's prompts are restored afterwards."""
-    from dlnflow.trainer import Trainer
-
-    planners = {name: PlanningBackend(b, probe, steady) for name, b in models.items()}
+                  cache: PlanCache, probe: bool = True, scenario: Scenario = EXPECTED[0]) -> RunPlan:
+    """Run training on ``pipeline`` against placeholders under one ``scenario``; the graph's prompts
+    are restored afterwards."""
+    planners = {name: PlanningBackend(b, probe, scenario.lost_share(b)) for name, b in models.items()}
     client = Client(dict(planners), cache, "use")  # type: ignore[arg-type]
     state = pipeline.graph.state()
     real_before = len(cache.real)
     tokens_before = cache.real_prompt_tokens + cache.real_completion_tokens
+
+    def made_up() -> int:
+        return cache.made_up + sum(p.answered for p in planners.values())
+
+    trainer = ScriptedTrainer(_PlanNet(pipeline, client, dataset), scenario, made_up)
     try:
-        Trainer(_PlanNet(pipeline, client, dataset), write_lock=False, record=False).fit()  # type: ignore[arg-type]
+        trainer.fit()
     finally:
         pipeline.graph.load_state(state)
-    u = client.usage
+    per_model = _discounted(client.per_model, trainer.final_test, trainer.test_doubt())
+    total = sum(u.backend_calls for u in per_model.values())
     return RunPlan(
-        label=label, new_calls=u.backend_calls, new_prompt_tokens=u.prompt_tokens,
-        new_completion_tokens=u.completion_tokens,
+        label=label, new_calls=total, new_prompt_tokens=sum(u.prompt_tokens for u in per_model.values()),
+        new_completion_tokens=sum(u.completion_tokens for u in per_model.values()),
         completion_tokens_max=sum(p.completion_max for p in planners.values()),
         cached_calls=len(cache.real) - real_before,
         cached_tokens=cache.real_prompt_tokens + cache.real_completion_tokens - tokens_before,
-        cache_hits=u.cache_hits, overflows=sum(p.overflows for p in planners.values()),
-        per_model=dict(client.per_model),
+        cache_hits=client.usage.cache_hits + (client.usage.backend_calls - total if cache.remember else 0),
+        overflows=sum(p.overflows for p in planners.values()), validations=trainer.validations(),
+        rewrites=(sum(p.lost for p in planners.values()), sum(p.rewrites for p in planners.values())),
+        method=pipeline.train.method, per_model=per_model,
         completion_max_per_model={name: p.completion_max for name, p in planners.items()},
     )
 
 
-def plan_network(net: Any, label: str = "run") -> RunPlan:
+def _discounted(per_model: Mapping[str, Usage], final_test: Mapping[str, tuple[int, int, int]],
+                doubt: float) -> dict[str, Usage]:
+    """``per_model`` less the expected share (``doubt``) of the final test's new calls and tokens."""
+    out = {}
+    for m, u in per_model.items():
+        calls, prompt, completion = (round(doubt * n) for n in final_test.get(m, (0, 0, 0)))
+        out[m] = dataclasses.replace(u, backend_calls=u.backend_calls - calls, prompt_tokens=u.prompt_tokens - prompt,
+                                     completion_tokens=u.completion_tokens - completion)
+    return out
+
+
+def scenario_caches(store: Any, remember: bool = True) -> dict[str, PlanCache]:
+    """One cache view per scenario (each remembers its own placeholders across a sweep's runs)."""
+    return {s.name: PlanCache(store, remember=remember) for s in SCENARIOS}
+
+
+def plan_run(label: str, pipeline: Pipeline, dataset: Dataset, models: Mapping[str, Backend],
+             caches: Mapping[str, PlanCache], probe: bool = True, bounds: bool = True) -> RunPlan:
+    """The expected plan of one run (the mean of the two :data:`EXPECTED` scenarios), with the new
+    calls of the ``never``/``always`` scenarios when ``bounds``."""
+    def one(s: Scenario) -> RunPlan:
+        return plan_pipeline(label, pipeline, dataset, models, caches[s.name], probe, s)
+
+    plan = mean_plan(*(one(s) for s in EXPECTED))
+    if bounds:
+        plan.calls_never, plan.calls_always = one(NEVER).new_calls, one(ALWAYS).new_calls
+    return plan
+
+
+def plan_network(net: Any, label: str = "run", bounds: bool = True) -> RunPlan:
     """Plan ``net``'s training with its own (loaded) backends and cache, just before training it."""
     client = net.client
     use = net.cache_mode == "use"
-    return plan_pipeline(label, net.pipeline, net.dataset, client.models,
-                         PlanCache(client.cache if use else None, remember=use))
+    caches = scenario_caches(client.cache if use else None, remember=use)
+    return plan_run(label, net.pipeline, net.dataset, client.models, caches, bounds=bounds)
 
 
 # -- a whole plan ---------------------------------------------------------------------------------
@@ -323,6 +211,10 @@ def _cost(tokens: Mapping[str, tuple[int, int]], prices: Mapping[str, Mapping[st
         return None
     return sum(p / 1000 * float(prices[m].get("prompt_per_1k", 0.0))
                + c / 1000 * float(prices[m].get("completion_per_1k", 0.0)) for m, (p, c) in used.items())
+
+
+def _pair(runs: list[RunPlan], name: str) -> tuple[float, int]:
+    return sum(getattr(r, name)[0] for r in runs), sum(int(getattr(r, name)[1]) for r in runs)
 
 
 @dataclass
@@ -338,12 +230,12 @@ class Plan:
         return sum(int(getattr(r, name) or 0) for r in self.runs)
 
     @property
-    def steady_calls(self) -> int | None:
-        """New calls in the steady scenario, where placeholder scores never favour a new prompt
-        (``None`` when that scenario was not planned)."""
-        if all(r.skipped or r.exact or r.steady_calls is not None for r in self.runs):
-            return sum(r.steady_calls if r.steady_calls is not None else r.new_calls for r in self.runs)
-        return None
+    def calls_range(self) -> tuple[int, int] | None:
+        """New calls if the prompts never change / change at every step (``None`` when not planned)."""
+        live = [r for r in self.runs if not r.skipped and not r.exact]
+        if any(r.calls_never is None or r.calls_always is None for r in live):
+            return None
+        return sum(int(r.calls_never or 0) for r in live), sum(int(r.calls_always or 0) for r in live)
 
     def cost(self) -> dict[str, float | None]:
         new: dict[str, tuple[int, int]] = {}
@@ -360,18 +252,37 @@ class Plan:
     def exact(self) -> bool:
         return self.total("new_calls") == 0
 
+    def _assumptions(self) -> list[str]:
+        live = [r for r in self.runs if not r.skipped and not r.exact]
+        changed, planned = _pair(live, "validations")
+        lost, asked = _pair(live, "rewrites")
+        out = ["estimate: the training algorithm ran on placeholder answers, so what follows from its "
+               "structure is counted as the run counts it (candidates that coincide are scored once, "
+               "repeated requests are cache hits); what the model would answer is assumed:"]
+        span = self.calls_range
+        alt = f" (range: {span[0]} if they never change, {span[1]} if they change at every step)" if span else ""
+        out.append(f"assumed: the prompts change before half of the validations the plan decides ({changed:g} of "
+                   f"{planned}: the mean of two plans that change them before every other validation, one "
+                   "starting with the last, one with the one before), at the first step after the previous "
+                   "validation, so dev is evaluated again; each such validation improves dev as often as not, "
+                   f"and only an improvement makes the final test new calls{alt}")
+        if asked:
+            out.append(f"assumed: {lost} of {asked} rewrites add no new candidate (the backward model repeats "
+                       "the instruction or writes nothing usable): one in three for the embedded model, as "
+                       "measured on its training runs; none for other models")
+        if any(r.method == "vi" for r in live):
+            out.append("not assumed: posterior texts that repeat one another are scored once, so DLN-2 may need "
+                       "fewer calls than planned")
+        if self.early_stopping:
+            out.append("early stopping (patience) follows the assumed dev results")
+        return out
+
     def notes(self) -> list[str]:
         out: list[str] = []
         if self.exact:
             out.append("every call the training needs is already cached: it replays for free (exact)")
         else:
-            depends = "which candidate prompt wins, when the dev score improves"
-            if self.early_stopping:
-                depends += ", when early stopping (patience) ends training"
-            out.append(
-                "estimate: from the first uncached call on, the run is followed with placeholder answers, so "
-                f"the counts depend on what the model would answer ({depends}); rewrites that come out "
-                "identical or empty are scored once, so the real run may need fewer calls")
+            out += self._assumptions()
             out.append("generated texts are counted at half their max_tokens; at most "
                        f"{self.total('completion_tokens_max')} completion tokens")
         if "llamacpp" in self.backends:
@@ -386,9 +297,10 @@ class Plan:
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        span = self.calls_range
         return {
             "dry_run": True, "exact": self.exact,
-            "new": {"calls": self.total("new_calls"), "calls_if_steady": self.steady_calls,
+            "new": {"calls": self.total("new_calls"), "calls_range": list(span) if span else None,
                     "prompt_tokens": self.total("new_prompt_tokens"),
                     "completion_tokens": self.total("new_completion_tokens"),
                     "completion_tokens_max": self.total("completion_tokens_max")},
@@ -405,10 +317,8 @@ class Plan:
             for r in self.runs:
                 what = "finished, skipped" if r.skipped else f"{r.new_calls} new, {r.cached_calls} cached"
                 lines.append(f"  {r.label}: {what}")
-        steady = new["calls_if_steady"]
-        alt = ""
-        if steady is not None and steady != new["calls"]:
-            alt = f" ({steady} if placeholder scores never favoured a new prompt)"
+        span = new["calls_range"]
+        alt = f" (expected; range {span[0]}-{span[1]})" if span and not self.exact else ""
         lines += [
             f"backend calls: {new['calls']} new{alt}, {cached['calls']} already cached (free)",
             f"new tokens: {new['prompt_tokens']} prompt + {new['completion_tokens']} completion "

@@ -22,7 +22,7 @@ from dlnflow import lock as lockmod
 from dlnflow.aggregate import PointResult, best_point, group_points
 from dlnflow.cache import CallCache
 from dlnflow import dryrun
-from dlnflow.dryrun import Plan, PlanCache, RunPlan, pipeline_facts, plan_network, plan_pipeline
+from dlnflow.dryrun import Plan, RunPlan, pipeline_facts, plan_network
 from dlnflow.errors import BudgetExceeded, RuntimeFault
 from dlnflow.experiments import (
     SUMMARY,
@@ -94,7 +94,7 @@ class Sweep:
                 raise RuntimeFault(f"cannot open the cache in {self.cache_dir}: {exc}; if it is damaged, "
                                    "move the folder away (it only saves time)") from exc
         use = self.cache_mode == "use"
-        cache, steady = PlanCache(store, remember=use), PlanCache(store, remember=use)
+        caches = dryrun.scenario_caches(store, remember=use)
         backends: dict[str, Any] = {}
         plans: list[RunPlan] = []
         prices, kinds = pipeline_facts(self.base)
@@ -110,10 +110,7 @@ class Sweep:
                     if key not in backends:
                         backends[key] = dryrun.light_backend(settings, p.spec_path.parent)
                     models[name] = backends[key]
-                plan = plan_pipeline(s.point.label, p, s.net.dataset, models, cache, probe=False)
-                low = plan_pipeline(s.point.label, p, s.net.dataset, models, steady, probe=False, steady=True)
-                plan.steady_calls = low.new_calls
-                plans.append(plan)
+                plans.append(dryrun.plan_run(s.point.label, p, s.net.dataset, models, caches, probe=False))
         finally:
             if store is not None:
                 store.close()

@@ -14,9 +14,12 @@ import dlnflow
 from dlnflow.backends.base import Request
 from dlnflow.cache import CallCache
 from dlnflow.compiler import compile_spec
-from dlnflow.dryrun import PlanCache, PlanningBackend, RunPlan, plan_network, plan_pipeline
+from dlnflow.dryrun import PlanCache, PlanningBackend, RunPlan, plan_network, plan_pipeline, scenario_caches
+from dlnflow.dryrun_backends import is_rewrite
+from dlnflow.dryrun_scenarios import ALWAYS, EXPECTED, LOST_REWRITES, NEVER, Scenario
 from dlnflow.experiments import matrix_for
 from dlnflow.sweep import Sweep
+from dlnflow.templates import backward
 
 
 def distinct_text(r: Request) -> str:
@@ -39,8 +42,13 @@ def plan_then_train(spec: Path, cache: Path) -> tuple[RunPlan, dict]:
         return plan, net.train(prediction=plan.predicted()).as_dict()
 
 
+def with_bounds(spec: Path, cache: Path) -> RunPlan:
+    with dlnflow.load(spec, cache_dir=cache) as net:
+        return plan_network(net, bounds=True)
+
+
 @pytest.mark.parametrize(("model", "method", "iterations"), [
-    ("colour", "dln1", 3), ("sensitive", "dln1", 4), ("sensitive", "vi", 3), ("sensitive", "ape", 1),
+    ("colour", "dln1", 3), ("sensitive", "dln1", 4), ("sensitive", "vi", 3),
 ])
 def test_cold_cache_prediction_is_within_ten_percent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      model: str, method: str, iterations: int) -> None:
@@ -49,11 +57,86 @@ def test_cold_cache_prediction_is_within_ten_percent(tmp_path: Path, monkeypatch
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     spec = write_spec(tmp_path, method=method, iterations=iterations,
                       layers=TWO_LAYERS if method == "vi" else ONE_LAYER)
+    bounds = with_bounds(spec, tmp_path / "cache")
     plan, actual = plan_then_train(spec, tmp_path / "cache")
     assert sum(backend.calls.values()) == actual["backend_calls"] > 0  # planning called nothing
     assert plan.new_calls == pytest.approx(actual["backend_calls"], rel=0.10)
     assert plan.cached_calls == 0 and not plan.exact
-    assert actual["predicted"]["backend_calls"] == plan.new_calls
+    assert actual["predicted"]["backend_calls"] == plan.new_calls == bounds.new_calls
+    assert bounds.calls_never <= actual["backend_calls"] <= bounds.calls_always
+
+
+def test_a_single_decision_is_one_of_the_bounds_and_expected_halfway(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """APE decides once: it keeps the prompt (the `never` plan) or takes a new one (the `always` plan)."""
+    backend = prompt_sensitive()
+    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: backend)
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
+    spec = write_spec(tmp_path, method="ape", iterations=1)
+    plan = with_bounds(spec, tmp_path / "cache")
+    _, actual = plan_then_train(spec, tmp_path / "cache")
+    assert actual["backend_calls"] in (plan.calls_never, plan.calls_always)
+    assert plan.calls_never < plan.calls_always
+    assert plan.new_calls == (plan.calls_never + plan.calls_always + 1) // 2
+    assert plan.validations == (0.5, 1)
+
+
+def copying() -> StandIn:
+    """A stand-in like a small model: every rewrite writes the current instruction out again, and its
+    scores ignore the prompt (so the current prompt always wins and is never replaced)."""
+
+    def gen(r: Request) -> str:
+        if "Current instruction:\n" in r.prompt:
+            return r.prompt.split("Current instruction:\n", 1)[1].split("\n\n", 1)[0]
+        return distinct_text(r)
+
+    return StandIn(gen=gen, score=lambda prompt, target: [-1.0] * len(target.split()),
+                   cls=lambda prompt, verbs: [0.0] * len(verbs))
+
+
+@pytest.mark.parametrize(("method", "layers"), [("dln1", ONE_LAYER), ("vi", TWO_LAYERS)], ids=["dln1", "vi"])
+def test_rewrites_that_add_no_candidate_are_predicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      method: str, layers: str) -> None:
+    backend = copying()
+    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: backend)
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
+    spec = write_spec(tmp_path, method=method, iterations=3, layers=layers)
+    monkeypatch.setitem(LOST_REWRITES, "standin", 0.0)
+    unaware = with_bounds(spec, tmp_path / "cache")
+    monkeypatch.setitem(LOST_REWRITES, "standin", 1.0)  # what this backward model does
+    aware = with_bounds(spec, tmp_path / "cache")
+    _, actual = plan_then_train(spec, tmp_path / "cache")
+    assert actual["prompts"] == {f"{name}.prompt": p for name, p in initial_prompts(spec).items()}
+    assert aware.calls_never == actual["backend_calls"]  # prompts never change here: exact
+    assert unaware.calls_never > actual["backend_calls"]  # without the mechanism: every rewrite scored
+    assert aware.rewrites[0] == aware.rewrites[1] > 0 and unaware.rewrites[0] == 0
+    assert aware.new_calls < unaware.new_calls
+
+
+def initial_prompts(spec: Path) -> dict[str, str]:
+    return {layer.name: layer.prompt for layer in compile_spec(spec).graph}
+
+
+def test_scenarios_decide_only_what_placeholders_decide(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, iterations=4)  # validations after every step: four intervals
+    with dlnflow.load(spec, cache_dir=tmp_path / "cache") as net:
+        caches = scenario_caches(None)
+        plans = {s.name: plan_pipeline("c", net.pipeline, net.dataset, net.client.models, caches[s.name],
+                                       scenario=s) for s in (*EXPECTED, NEVER, ALWAYS)}
+    assert [plans[s.name].validations for s in (*EXPECTED, NEVER, ALWAYS)] == [(2, 4), (2, 4), (0, 4), (4, 4)]
+    assert plans["never"].new_calls < plans["alternate-last"].new_calls < plans["always"].new_calls
+    assert sum(standin.calls.values()) == 0
+
+
+def test_the_final_test_counts_only_as_often_as_dev_improves(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
+    spec = write_spec(tmp_path, iterations=2)  # intervals [1], [2]: "alternate-last" changes at step 2
+    with dlnflow.load(spec, cache_dir=tmp_path / "cache") as net:
+        sure, even = (plan_pipeline("c", net.pipeline, net.dataset, net.client.models, PlanCache(None),
+                                    scenario=Scenario("s", "alternate", 0, improves)) for improves in (1.0, 0.5))
+    test_size = 8  # the spec's test split: one classify call per example with the new prompt
+    assert sure.validations == even.validations == (1, 2)
+    assert sure.new_calls - even.new_calls == test_size // 2
+    assert even.cache_hits - sure.cache_hits == test_size // 2  # a replayed test is read from the cache
 
 
 def test_warm_cache_predicts_exactly_zero_and_replays_exactly(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
@@ -69,13 +152,14 @@ def test_warm_cache_predicts_exactly_zero_and_replays_exactly(standin: StandIn, 
 
 def test_partly_warm_cache_counts_only_the_new_iterations(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
     spec = write_spec(tmp_path, iterations=2)
-    plan_then_train(spec, tmp_path / "cache")
+    _, first = plan_then_train(spec, tmp_path / "cache")
     with dlnflow.load(spec, cache_dir=tmp_path / "cache") as net:
         net.override(iterations=3)
-        plan = plan_network(net)
+        plan = plan_network(net, bounds=True)
         actual = net.train().as_dict()
-    assert plan.cached_calls > 0 and plan.new_calls > 0
-    assert plan.new_calls == pytest.approx(actual["backend_calls"], rel=0.10)
+    assert plan.new_calls > 0 and plan.cached_calls >= first["backend_calls"] - 8  # all but the final test
+    assert plan.validations == (0.5, 1)  # the two cached steps keep their real outcome; only step 3 is planned
+    assert plan.calls_never <= actual["backend_calls"] <= plan.calls_always
 
 
 def test_a_dry_run_writes_nothing(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
@@ -103,10 +187,25 @@ def test_placeholders() -> None:
     assert cls["prompt_tokens"] == 2 + 3
     score = p.run([Request("score", "x", targets=(" two words",))])[0]
     assert len(score["logprobs"]) == 2 and all(v < 0 for v in score["logprobs"])
-    steady = PlanningBackend(words, steady=True)
-    assert steady.run([Request("classify", "x", targets=(" a", " b"))])[0]["probs"] == [0.5, 0.5]
-    assert steady.run([Request("score", "x", targets=(" t",))])[0]["logprobs"] == [0.0]
+    assert p.answered == 4 and p.rewrites == 0
     assert sum(words.calls.values()) == 0
+
+
+def rewrite_request(prompt: str, sample: int) -> Request:
+    text = backward("rewrite").render(prompt=prompt, examples=[], instruction="Make it better.")
+    return Request("generate", text, max_tokens=8, temperature=0.7, seed=1, sample=sample)
+
+
+def test_a_share_of_rewrites_comes_back_empty() -> None:
+    p = PlanningBackend(StandIn(), lost_rewrites=1 / 3)
+    hidden = backward("hidden_rewrite").render(prompt="p", examples=[], instruction="i")
+    assert is_rewrite(rewrite_request("p", 1)) and is_rewrite(Request("generate", hidden))
+    assert not is_rewrite(Request("generate", "Input: x\nAnswer:"))
+    assert not is_rewrite(Request("classify", hidden, targets=(" a", " b")))
+    texts = [p.run([rewrite_request("Say blue.", k)])[0]["text"] for k in range(1, 7)]
+    assert [t == "" for t in texts] == [False, False, True, False, False, True]
+    p.run([Request("generate", "a forward pass", max_tokens=4)])  # not a rewrite: never lost
+    assert (p.lost, p.rewrites, p.answered) == (2, 6, 7)
 
 
 def test_plan_cache_reads_but_never_writes(tmp_path: Path) -> None:
@@ -132,8 +231,10 @@ def test_price_table_turns_tokens_into_money(standin: StandIn, tmp_path: Path,  
     expected = d["new"]["prompt_tokens"] / 1000 * 0.5 + d["new"]["completion_tokens"] / 1000 * 2
     assert d["cost"]["new"] == pytest.approx(expected) and expected > 0
     assert d["cost"]["new_max"] >= d["cost"]["new"]
-    assert d["new"]["calls_if_steady"] <= d["new"]["calls"]
+    low, high = d["new"]["calls_range"]
+    assert low <= d["new"]["calls"] <= high
     assert any(n.startswith("estimate") for n in d["notes"])
+    assert any(n.startswith("assumed: the prompts change before half") for n in d["notes"])
     assert sum(standin.calls.values()) == 0
 
 
@@ -169,9 +270,9 @@ def test_real_cold_then_warm_prediction(tmp_path: Path, monkeypatch: pytest.Monk
     warm, again = plan_then_train(spec, tmp_path / "cache")
     assert warm.new_calls == 0 == again["backend_calls"] and warm.exact
     with dlnflow.load(spec, cache_dir=tmp_path / "cache") as net:
-        view = PlanCache(net.client.cache)
-        low = plan_pipeline("steady", net.pipeline, net.dataset, net.client.models, view, steady=True)
-    assert low.new_calls == 0
+        for scenario in (*EXPECTED, NEVER, ALWAYS):  # a real outcome is never overruled by a scenario
+            view = PlanCache(net.client.cache)
+            assert plan_pipeline("w", net.pipeline, net.dataset, net.client.models, view, scenario=scenario).exact
 
 
 def test_without_the_cache_every_repeat_is_a_new_call(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811

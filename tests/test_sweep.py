@@ -173,3 +173,90 @@ def test_sweep_on_the_real_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     replay.run()
     assert replay.states[0].summary["backend_calls"] == 0
     assert replay.states[0].summary["metrics"] == states[0].summary["metrics"]
+
+
+# -- eval and run after a sweep use the best run's settings ---------------------------------------
+def _think_lengths(model: StandIn) -> set[int]:
+    """max_tokens of the hidden layer's greedy forward calls the stand-in answered (not the rewrites)."""
+    return {r.max_tokens for r in model.log if r.op == "generate" and r.temperature == 0.0}
+
+
+def test_eval_and_run_apply_the_best_runs_inference_settings(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from dlnflow.cli import cli
+    from helpers import TWO_LAYERS
+
+    standin.gen = lambda r: " ".join(["note"] * min(r.max_tokens, 6))  # the hidden text grows with max_tokens
+    standin.cls = None  # class scores hash the whole context, hidden text included
+    spec = write_spec(tmp_path, layers=TWO_LAYERS, iterations=1)  # the spec says max_tokens: 8
+    args = ["--json", "train", str(spec), "--seeds", "1,2", "--set", "layers.think.generate.max_tokens=3,5",
+            "--set", "train.prompt_candidates=2"]
+    trained = CliRunner().invoke(cli, args)
+    assert trained.exit_code == 0, trained.output
+    lock = read_lock(tmp_path / "tiny.lock.yaml")
+    best = lock["sweep"]["best"]
+    chosen = best["overrides"]["layers.think.generate.max_tokens"]
+    assert chosen in (3, 5) and best["overrides"]["train.prompt_candidates"] == 2
+
+    standin.log.clear()
+    result = CliRunner().invoke(cli, ["--json", "eval", str(spec)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert _think_lengths(standin) <= {chosen}  # answered with the best run's decoding, never the spec's 8
+    assert out["accuracy"] == lock["metrics"]["test"] and out["backend_calls"] == 0  # the run's own test calls
+    assert out["best_run"] == {"run": best["run"], "seed": best["seed"], "problem": None,
+                               "applied": {"layers.think.generate.max_tokens": chosen},
+                               "training_only": {"train.prompt_candidates": 2, "train.seed": best["seed"]}}
+    assert "drifted" not in out["lock_note"]
+    text = CliRunner().invoke(cli, ["eval", str(spec)]).stderr
+    assert f"best run {best['run']}" in text and f"layers.think.generate.max_tokens={chosen}" in text
+
+    standin.log.clear()
+    ran = CliRunner().invoke(cli, ["--json", "run", str(spec), "--input", "a brand new word"])
+    assert ran.exit_code == 0, ran.output
+    assert _think_lengths(standin) == {chosen}
+    assert json.loads(ran.stdout)["best_run"]["applied"] == {"layers.think.generate.max_tokens": chosen}
+    initial = CliRunner().invoke(cli, ["--json", "eval", str(spec), "--initial"])
+    assert json.loads(initial.stdout)["best_run"] is None  # the spec's own prompts and settings
+
+
+def test_training_only_sweeps_change_nothing_at_inference(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
+    from dlnflow.best_run import apply_best_run
+
+    spec = write_spec(tmp_path)
+    make_sweep(spec, tmp_path / "cache", seeds=(1, 2)).run()
+    make_sweep(spec, tmp_path / "cache", seeds=(1, 2)).write_lock()
+    with Network(compile_spec(spec), cache_dir=tmp_path / "cache") as net:
+        before = net.pipeline
+        best = apply_best_run(net)
+        assert best is not None and best.applied == {} and net.pipeline is before
+        assert set(best.training_only) == {"train.prompt_candidates", "train.seed"}
+        assert "only training settings" in best.note()
+    (tmp_path / "tiny.lock.yaml").unlink()
+    with Network(compile_spec(spec), cache_dir=tmp_path / "cache") as net:
+        assert apply_best_run(net) is None  # no lock, or a lock not written by a sweep
+
+
+@pytest.mark.real
+def test_eval_after_a_sweep_replays_the_best_run_on_the_real_model(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep over the hidden layer's max_tokens (no training steps, so it stays small); eval then
+    answers with the best run's max_tokens: every call is the best run's own, replayed from the cache."""
+    from click.testing import CliRunner
+
+    from dlnflow.cli import cli
+    from helpers import TWO_LAYERS
+
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    spec = write_spec(tmp_path, layers=TWO_LAYERS, iterations=0)  # the spec says max_tokens: 8
+    one_thread = "local: {backend: llamacpp, n_threads: 1}"  # a busy machine makes waiting threads spin
+    spec.write_text(spec.read_text().replace("local: {backend: llamacpp}", one_thread))
+    trained = CliRunner().invoke(cli, ["--json", "train", str(spec), "--set", "layers.think.generate.max_tokens=3,5"])
+    assert trained.exit_code == 0, trained.output
+    lock = read_lock(tmp_path / "tiny.lock.yaml")
+    chosen = lock["sweep"]["best"]["overrides"]["layers.think.generate.max_tokens"]
+    out = json.loads(CliRunner().invoke(cli, ["--json", "eval", str(spec)]).stdout)
+    assert out["best_run"]["applied"] == {"layers.think.generate.max_tokens": chosen}
+    assert out["backend_calls"] == 0 and out["accuracy"] == lock["metrics"]["test"]

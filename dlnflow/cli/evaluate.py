@@ -22,19 +22,27 @@ def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: 
     """Evaluate SPEC on a data split and print its accuracy.
 
     Uses the learned prompts from SPEC's lock file when there is one (and says whether it
-    matches the spec); `--initial` evaluates the spec's own prompts instead.
+    matches the spec); `--initial` evaluates the spec's own prompts instead. When a sweep
+    wrote the lock, the settings of its best run are applied too (all but `train.*`, which
+    only training reads), and the output names that run.
 
     \b
     Examples:
       dlnflow eval pipelines/quickstart.yaml
       dlnflow --json eval pipelines/quickstart.yaml --split dev
     """
+    from dlnflow.best_run import apply_best_run
+
     a = app(ctx)
     started = time.monotonic()
     with open_network(a, spec) as net:
+        best = None
         if not initial:
+            best = apply_best_run(net)
             drifted = net.use_lock(strict=strict)
             (a.warn if drifted else a.info)(net.lock_note)
+            if best is not None:
+                (a.warn if best.problem else a.info)(best.note())
         result = net.evaluate(split)
         usage = net.client.usage.as_dict()
         payload = {
@@ -44,6 +52,7 @@ def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: 
             "metrics": {split: round(result.accuracy, 6)},
             "lock": str(net.pipeline.lock_path),
             "lock_note": net.lock_note,
+            "best_run": best.as_dict() if best is not None else None,
             "wall_seconds": round(time.monotonic() - started, 3),
             **{k: usage[k] for k in ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens")},
         }

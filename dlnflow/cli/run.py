@@ -22,6 +22,9 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
         trace: bool) -> None:
     """Run SPEC on new inputs and print one output per input.
 
+    Uses the learned prompts from SPEC's lock file when there is one; when a sweep wrote
+    it, with the settings of its best run (all but `train.*`, which only training reads).
+
     \b
     Examples:
       dlnflow run pipelines/quickstart.yaml --input sparrow --input mango
@@ -38,9 +41,14 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
                                      param_hint="'--file'") from None
     if not texts:
         raise click.UsageError("give at least one --input TEXT or --file F")
+    from dlnflow.best_run import apply_best_run
+
     with open_network(a, spec) as net:
+        best = apply_best_run(net)
         drifted = net.use_lock(strict=strict)
         (a.warn if drifted else a.info)(net.lock_note)
+        if best is not None:
+            (a.warn if best.problem else a.info)(best.note())
         result = net.pipeline.graph.forward(net.client, texts)
         rows = [{"input": v["x"], "output": v[result.output],
                  **({"trace": {k: t for k, t in v.items() if k not in ("x", result.output)}} if trace else {})}
@@ -51,4 +59,5 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
                 for k, t in row.get("trace", {}).items():
                     lines.append(f"  [{k}] {t}")
             lines.append(f"{row['input']}\t{row['output']}")
-        a.emit({"outputs": rows, "lock_note": net.lock_note}, "\n".join(lines))
+        a.emit({"outputs": rows, "lock_note": net.lock_note, "best_run": best.as_dict() if best is not None else None},
+               "\n".join(lines))

@@ -116,7 +116,11 @@ def _vs(predicted: dict[str, Any] | None, payload: dict[str, Any]) -> str:
     if not predicted:
         return ""
     exact = "exact" if predicted.get("exact") else "estimate"
-    return (f"predicted ({exact}): {predicted['backend_calls']} calls, {predicted['prompt_tokens']} prompt + "
+    span = predicted.get("backend_calls_range")
+    calls = f"{predicted['backend_calls']} calls"
+    if span and not predicted.get("exact"):
+        calls += f" (range {span[0]}-{span[1]})"
+    return (f"predicted ({exact}): {calls}, {predicted['prompt_tokens']} prompt + "
             f"{predicted['completion_tokens']} completion tokens; actual: {payload['backend_calls']} calls, "
             f"{payload['prompt_tokens']} + {payload['completion_tokens']} tokens")
 
