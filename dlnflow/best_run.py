@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlnflow.errors import InputError
 from dlnflow.experiments import apply_overrides, point_label
 from dlnflow.lock import read_lock
-from dlnflow.network import Network
+
+if TYPE_CHECKING:
+    from dlnflow.network import Network
 
 TRAINING_ONLY = "train."
 
@@ -74,8 +76,9 @@ def best_run_of(lock: Mapping[str, Any] | None) -> tuple[str, int | None, dict[s
 def apply_best_run(net: Network) -> BestRun | None:
     """Give ``net`` the settings of its sweep lock's best run (``None``: the lock is not a sweep's).
 
-    Call it on a fresh network, before its models or data are used: the pipeline is rebuilt with
-    the settings applied. Settings that no longer fit the spec are left out and reported.
+    The pipeline is rebuilt with the settings applied (models and data follow it when next
+    used). Settings that no longer fit the spec are left out and reported.
+    :meth:`Network.use_lock` calls this before it loads the prompts.
     """
     found = best_run_of(read_lock(net.pipeline.lock_path))
     if found is None:
@@ -88,5 +91,5 @@ def apply_best_run(net: Network) -> BestRun | None:
         pipeline = apply_overrides(net.pipeline, applied)
     except InputError as exc:
         return BestRun(run, seed, {}, training_only, problem=str(exc))
-    net.pipeline = pipeline
+    net.replace_pipeline(pipeline)
     return BestRun(run, seed, applied, training_only)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlnflow.backends import make_backend
 from dlnflow.cache import CallCache, default_cache_dir
@@ -21,6 +21,9 @@ from dlnflow.client import Budget, CacheMode, Client
 from dlnflow.data import Dataset, load_dataset
 from dlnflow.evaluate import Evaluation, evaluate
 from dlnflow.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from dlnflow.best_run import BestRun
 
 
 class Network:
@@ -38,6 +41,7 @@ class Network:
         self._client: Client | None = None
         self._dataset: Dataset | None = None
         self.lock_note: str = ""
+        self.best_run: BestRun | None = None
 
     @classmethod
     def load(cls, spec: str | Path, **kwargs: Any) -> Network:
@@ -79,6 +83,12 @@ class Network:
                 self._client.cache.close()
             self._client = None
 
+    def replace_pipeline(self, pipeline: Pipeline) -> None:
+        """Use ``pipeline`` from now on; models and data are rebuilt from it when next needed."""
+        self.close()
+        self._dataset = None
+        self.pipeline = pipeline
+
     def __enter__(self) -> Network:
         return self
 
@@ -115,12 +125,16 @@ class Network:
         """Load learned prompts from the lock file; return what drifted (empty: a clean match).
 
         With ``strict`` a drifted lock raises :class:`~dlnflow.errors.LockError`. A missing lock
-        leaves the spec's prompts in place.
+        leaves the spec's prompts in place. When a sweep wrote the lock, its best run's settings
+        (all but ``train.*``) are applied first and described in :attr:`best_run`
+        (see :mod:`dlnflow.best_run`).
         """
         from dlnflow import lock as lockmod
+        from dlnflow.best_run import apply_best_run
         from dlnflow.errors import LockError
 
         path = self.pipeline.lock_path
+        self.best_run = apply_best_run(self)
         data = lockmod.read_lock(path)
         if data is None:
             self.lock_note = f"no lock file at {path.name}; using the prompts written in the spec"

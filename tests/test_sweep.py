@@ -220,6 +220,14 @@ def test_eval_and_run_apply_the_best_runs_inference_settings(standin: StandIn, t
     initial = CliRunner().invoke(cli, ["--json", "eval", str(spec), "--initial"])
     assert json.loads(initial.stdout)["best_run"] is None  # the spec's own prompts and settings
 
+    with Network.load(spec) as net:  # the Python API does what eval and run do
+        net.predict(["kiwi"])  # models built with the spec's settings first
+        net.use_lock()
+        assert net.best_run is not None and net.best_run.applied == {"layers.think.generate.max_tokens": chosen}
+        standin.log.clear()
+        net.predict(["yet another word"])
+        assert _think_lengths(standin) == {chosen}
+
 
 def test_training_only_sweeps_change_nothing_at_inference(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
     from dlnflow.best_run import apply_best_run

@@ -23,5 +23,14 @@ def open_network(app: AppContext, spec: Path) -> Network:
     return Network(pipeline, cache_dir=cache_dir, cache_mode=app.cache_mode)  # type: ignore[arg-type]
 
 
+def use_lock(app: AppContext, net: Network, strict: bool) -> None:
+    """Load the lock's prompts (with a sweep's best-run settings) and say what was used."""
+    drifted = net.use_lock(strict=strict)
+    (app.warn if drifted else app.info)(net.lock_note)
+    best = net.best_run
+    if best is not None:
+        (app.warn if best.problem else app.info)(best.note())
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dlnflow.cli.common import SPEC_ARG, open_network, pct
+from dlnflow.cli.common import SPEC_ARG, open_network, pct, use_lock
 from dlnflow.cli.context import app
 
 
@@ -31,18 +31,11 @@ def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: 
       dlnflow eval pipelines/quickstart.yaml
       dlnflow --json eval pipelines/quickstart.yaml --split dev
     """
-    from dlnflow.best_run import apply_best_run
-
     a = app(ctx)
     started = time.monotonic()
     with open_network(a, spec) as net:
-        best = None
         if not initial:
-            best = apply_best_run(net)
-            drifted = net.use_lock(strict=strict)
-            (a.warn if drifted else a.info)(net.lock_note)
-            if best is not None:
-                (a.warn if best.problem else a.info)(best.note())
+            use_lock(a, net, strict)
         result = net.evaluate(split)
         usage = net.client.usage.as_dict()
         payload = {
@@ -52,7 +45,7 @@ def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: 
             "metrics": {split: round(result.accuracy, 6)},
             "lock": str(net.pipeline.lock_path),
             "lock_note": net.lock_note,
-            "best_run": best.as_dict() if best is not None else None,
+            "best_run": net.best_run.as_dict() if net.best_run is not None else None,
             "wall_seconds": round(time.monotonic() - started, 3),
             **{k: usage[k] for k in ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens")},
         }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dlnflow.cli.common import SPEC_ARG, open_network
+from dlnflow.cli.common import SPEC_ARG, open_network, use_lock
 from dlnflow.cli.context import app
 
 
@@ -41,14 +41,8 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
                                      param_hint="'--file'") from None
     if not texts:
         raise click.UsageError("give at least one --input TEXT or --file F")
-    from dlnflow.best_run import apply_best_run
-
     with open_network(a, spec) as net:
-        best = apply_best_run(net)
-        drifted = net.use_lock(strict=strict)
-        (a.warn if drifted else a.info)(net.lock_note)
-        if best is not None:
-            (a.warn if best.problem else a.info)(best.note())
+        use_lock(a, net, strict)
         result = net.pipeline.graph.forward(net.client, texts)
         rows = [{"input": v["x"], "output": v[result.output],
                  **({"trace": {k: t for k, t in v.items() if k not in ("x", result.output)}} if trace else {})}
@@ -59,5 +53,5 @@ def run(ctx: click.Context, spec: Path, inputs: tuple[str, ...], file: click.Fil
                 for k, t in row.get("trace", {}).items():
                     lines.append(f"  [{k}] {t}")
             lines.append(f"{row['input']}\t{row['output']}")
-        a.emit({"outputs": rows, "lock_note": net.lock_note, "best_run": best.as_dict() if best is not None else None},
-               "\n".join(lines))
+        best = net.best_run.as_dict() if net.best_run is not None else None
+        a.emit({"outputs": rows, "lock_note": net.lock_note, "best_run": best}, "\n".join(lines))
