@@ -70,6 +70,16 @@ def names(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return got
 
 
+def missing_dspy_modules(methods: list[str]) -> list[str]:
+    """Modules the chosen DSPy methods import that are not installed (MIPROv2 needs optuna)."""
+    import importlib.util
+
+    wanted = {"dspy"} if any(METHODS[m].variant == "dspy" for m in methods) else set()
+    if "mipro" in methods:
+        wanted.add("optuna")
+    return sorted(m for m in wanted if importlib.util.find_spec(m) is None)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="small")
@@ -104,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.out = HERE / "results" / f"accuracy{suffix}.json"
     if args.report and not args.out.is_file():
         ap.error(f"--report: no results at {args.out}; run the benchmark first")
+    missing = missing_dspy_modules(args.methods) if not (args.report or args.annotate) else []
+    if missing:
+        ap.error(f"the DSPy rows need {', '.join(missing)}: pip install -e '.[dspy]'")
     return args
 
 

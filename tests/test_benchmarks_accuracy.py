@@ -146,6 +146,19 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert err.value.code == 2
 
 
+def test_a_missing_mipro_dependency_is_named_before_anything_runs(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    assert accuracy.missing_dspy_modules(["dln1", "copro"]) == []
+    with pytest.raises(SystemExit) as err:
+        accuracy.main(["--methods", "mipro", "--tasks", "mpqa"])
+    assert err.value.code == 2
+    assert "the DSPy rows need optuna: pip install -e '.[dspy]'" in capsys.readouterr().err
+
+
 def test_normalise_answers() -> None:
     assert normalise(' "Yes." ') == "yes"
     assert normalise("**objective**") == "objective"
