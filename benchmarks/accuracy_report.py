@@ -199,11 +199,11 @@ def render(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"- command of the last run: `{doc['command']}`",
         f"- machine: {doc['machine']}",
         f"- load average (1 min) at the start of the last run: {doc.get('load_start')} "
-        "(the machine was shared with other work)",
+        "(on 2 cores; above ~2 the machine was shared with other work)",
         f"- model: {doc['model']}",
         f"- protocol `{proto['name']}`: split train/dev/test = {proto['split']} "
         f"(per-task overrides {proto['split_by_task'] or 'none'}), split seed fixed by each spec (42); "
-        f"training seeds {doc['seeds']}",
+        f"training seeds of the rows: {sorted({r['seed'] for r in rows}) or doc['seeds']}",
         "",
         "Test accuracy in percent: **mean over seeds** (each seed). The same train/dev/test examples are",
         "used by every method of a task; only the training seed changes between runs. 0-shot is the",
