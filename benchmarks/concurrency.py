@@ -28,22 +28,13 @@ import openai
 
 from dlnflow.backends.base import Request
 from dlnflow.backends.openai import OpenAIBackend
+from machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 GOAL_LEVEL = 16
 GOAL_RATIO = 0.9
 MAX_REQUESTS = 1024
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict[str, Any]:

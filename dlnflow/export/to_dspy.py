@@ -23,7 +23,6 @@ import hashlib
 import importlib.util
 import keyword
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from dlnflow.backends.openai_responses import shares_prefix
 from dlnflow.backends.openai_settings import OpenAISettings
 from dlnflow.errors import InputError, LockError, SpecError
 from dlnflow.export.templates import Unmappable, template_parts
+from dlnflow.files import write_atomic
 from dlnflow.graph import INPUT, Layer
 from dlnflow.pipeline import Pipeline
 
@@ -340,19 +340,6 @@ def _check_out(out: Path, force: bool) -> None:
                          f"overwrite {', '.join(FILES)} there")
 
 
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` whole or not at all (a temporary file renamed over the target)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_dspy(spec: str | Path, out: str | Path, force: bool = False) -> ExportResult:
     """Compile ``spec``, plan the export and write :data:`FILES` into the folder ``out``.
 
@@ -368,7 +355,7 @@ def export_dspy(spec: str | Path, out: str | Path, force: bool = False) -> Expor
     _check_out(folder, force)
     folder.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        _write(folder / name, texts[name])
+        write_atomic(folder / name, texts[name], mode=0o644)
     return ExportResult(folder, tuple(folder / name for name in FILES), plan)
 
 
