@@ -45,8 +45,8 @@ def make_client() -> tuple[Client, StandIn]:
 # -- parameters and state ----------------------------------------------------------------------
 def test_parameters_are_the_trainable_prompts() -> None:
     expected = [("think.prompt", "Take notes."), ("answer.prompt", "Pick a colour.")]
-    assert list(make_graph().parameters()) == expected
-    assert list(make_graph(trainable_hidden=False).parameters()) == [("answer.prompt", "Pick a colour.")]
+    assert list(make_graph().named_parameters()) == expected
+    assert list(make_graph(trainable_hidden=False).named_parameters()) == [("answer.prompt", "Pick a colour.")]
 
 
 def test_state_has_every_prompt_and_round_trips() -> None:

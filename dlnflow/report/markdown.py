@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow.core.errors import DataError, InputError, Problem
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.training.runs import SUMMARY, run_dir_for
 
 LOG_NAME = "log.jsonl"
 PARTIAL_LOG_NAME = "log.jsonl.partial"
-SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.md"
 CURVE_NAME = "learning_curve.png"
 USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens",
@@ -102,13 +103,10 @@ def run_dir_for_spec(spec: Path, seed: int | None = None, iterations: int | None
 
     Raises :class:`~dlnflow.core.errors.InputError` (exit 2) when that run does not exist yet.
     """
-    from dlnflow.spec.compiler import compile_spec
-    from dlnflow.training.runs import run_id, runs_root
-
     pipeline = compile_spec(spec)
     overrides = {k: v for k, v in {"seed": seed, "iterations": iterations}.items() if v is not None}
     train = replace(pipeline.train, **overrides)
-    folder = runs_root(pipeline.spec_path) / pipeline.name / run_id(train.seed, train.hyperparameters())
+    folder = run_dir_for(replace(pipeline, train=train))
     if not is_run_dir(folder):
         raise InputError(
             f"{spec} has no training run with its current settings (seed {train.seed}, "
@@ -164,7 +162,7 @@ def read_records(run_dir: Path) -> tuple[list[dict[str, Any]], bool]:
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """``summary.json`` of a finished run, or ``None`` when absent."""
-    path = run_dir / SUMMARY_NAME
+    path = run_dir / SUMMARY
     if not path.is_file():
         return None
     try:

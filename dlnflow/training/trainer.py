@@ -35,7 +35,7 @@ from dlnflow.optim.context import TrainContext
 from dlnflow.runtime.client import Client
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.training.evaluate import evaluate
-from dlnflow.training.runs import RunLog, run_config, run_id, runs_root
+from dlnflow.training.runs import RunLog, run_config, run_dir_for
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -148,8 +148,7 @@ class Trainer:
         config = self._config() if self.record else {}
         log: RunLog | _NoLog = _NoLog()
         if self.record:
-            default = runs_root(p.spec_path) / p.name / run_id(t.seed, t.hyperparameters())
-            log = RunLog(self.run_dir or default)
+            log = RunLog(self.run_dir or run_dir_for(p))
         try:
             result = self._loop(optimizer, ctx, log, started, config)
         except BudgetExceeded as exc:
@@ -195,7 +194,7 @@ class Trainer:
             if it % max(t.validate_every, 1) == 0 or it == total:
                 dev = self._evaluate("dev")
                 record["dev"] = dev
-                for name, prompt in graph.parameters():
+                for name, prompt in graph.named_parameters():
                     ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
                 if dev > best_dev + 1e-12:
                     best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
