@@ -106,3 +106,24 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(root / "runs"))
     monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(root / "cache"))
     return root
+
+
+def recheck_accuracy(spec: Path, split: str, cache_dir: Path | None = None) -> float:
+    """Evaluate ``spec`` with its learned prompts from the warm cache and recount the accuracy by hand.
+
+    The evaluation must make no backend call (training stored every answer) and its accuracy must equal
+    the share of predictions that exactly match the labels: a recorded metric can then be compared with
+    the returned value instead of only being checked to lie in [0, 1].
+    """
+    import dlnflow
+
+    kwargs: dict[str, Any] = {} if cache_dir is None else {"cache_dir": cache_dir}
+    with dlnflow.load(spec, **kwargs) as net:
+        assert net.use_lock() == []
+        result = net.evaluate(split)
+        examples = getattr(net.dataset, split)
+        assert net.client.usage.backend_calls == 0, "the learned prompts' answers were not all cached"
+    hits = sum(p.strip().lower() == e.target.strip().lower() for p, e in zip(result.predictions, examples,
+                                                                            strict=True))
+    assert result.accuracy == hits / len(examples)
+    return result.accuracy

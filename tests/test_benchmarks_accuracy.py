@@ -176,7 +176,8 @@ def test_zero_and_few_shot_rows_on_the_real_model(shared_data: Path, tmp_path: P
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
     zero, few = rows["mpqa/zero-shot/1"], rows["mpqa/few-shot/1"]
-    assert zero["backend_calls"] > 0 and 0.0 <= zero["test"] <= 1.0
+    assert zero["backend_calls"] > 0
+    assert zero["test"] * 4 == int(zero["test"] * 4)  # a count of right answers over the 4 test examples
     assert few["test_before"] == zero["test"]
     assert few["prompts"]["answer.prompt"].count("Answer: ") == 2  # the examples went into the prompt
     assert few["prompt_tokens_total"] > zero["prompt_tokens_total"]
@@ -211,6 +212,7 @@ def test_report_shows_dspy_failures_instead_of_dropping_them() -> None:
 
 
 @pytest.mark.real
+@pytest.mark.server
 def test_dspy_through_the_llama_server_caps_tokens_and_counts_parse_failures(
         gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")

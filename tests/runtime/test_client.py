@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from standin import StandIn
 
+from dlnflow.backends.openai.backend import OpenAIBackend
 from dlnflow.core.backend import Request, Result
 from dlnflow.core.errors import BackendError, BudgetExceeded, ConfigError
 from dlnflow.runtime.cache import CallCache, call_key
@@ -270,10 +271,9 @@ def test_api_key_never_reaches_the_cache_folder(tmp_path: Path, monkeypatch: pyt
 
 
 def test_openai_identity_holds_no_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    openai_backend = pytest.importorskip("dlnflow.backends.openai.backend")
     secret = "sk-dlnflow-test-0d9e8f7a6b5c4d3e2f1a"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    backend = openai_backend.OpenAIBackend.from_settings(
+    backend = OpenAIBackend.from_settings(
         {"backend": "openai", "model": "tiny", "base_url": "http://127.0.0.1:9/v1"}, None)
     try:
         ident = backend.identity()
