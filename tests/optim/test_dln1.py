@@ -113,3 +113,16 @@ def test_pick_shown_prefers_errors() -> None:
     assert len(chosen) == 4
     assert sum(not s.correct for s in chosen) >= 2
     assert pick_shown(shown, 4, rng_for(1, 2, 3)) == chosen
+
+
+def test_remembered_prompts_reenter_as_candidates() -> None:
+    """With no rewrites asked for, only memory can bring back a better prompt seen at an earlier validation."""
+    ctx, model = make(prompt_candidates=1, memory=2)
+    ctx.memory.add("answer", 0.75, "P1")
+    ctx.memory.add("answer", 0.5, "P2")
+    record = DLN1(ctx).step(1)
+    cands = record["layers"]["answer"]["candidates"]
+    assert [c["prompt"] for c in cands] == ["A", "P1", "P2"]  # current first, then memory by dev score
+    assert cands[1]["score"] == pytest.approx(logp_yes(LOGITS["P1"]), abs=1e-9)
+    assert ctx.graph.output.prompt == "P1"
+    assert not [r for r in model.log if r.op == "generate"]  # nothing was rewritten: P1 came from memory

@@ -187,11 +187,47 @@ def test_trust_penalty() -> None:
 
 def test_deeper_chain_runs_top_down() -> None:
     ctx, model = make(n_layers=3)
+    # the middle layer's prior now favours h2, so its best posterior text differs from its forward text
+    model.score_fn = lambda prompt, target: [{"h2": -0.1}.get(target.strip(), -3.0)] * 2
     record = VariationalChain(ctx).step(1)
     assert set(record["layers"]) == {"think", "think1", "answer"}
+    middle = record["layers"]["think1"]["posterior"][0]
+    best = middle["texts"][int(np.argmax(middle["weights"]))]
+    assert best == "h2" != middle["texts"][0]
+    posterior = [r.prompt for r in model.log if r.temperature > 0 and "The correct final answer is:" in r.prompt]
+    top = [p for p in posterior if "The final step will be told: A\n" in p]  # think1, below the output layer
+    lower = [p for p in posterior if "The final step will be told: T\n" in p]  # think, below think1
+    assert len(top) == len(lower) == 2  # hidden_samples requests per level
+    assert all("The correct final answer is: Yes\n" in p for p in top)
     # the lower level's posterior requests are conditioned on the best text of the level above
-    lower = [r for r in model.log if r.temperature > 0 and "Reasoning:" in r.prompt[-12:] and "Think1" not in r.prompt]
-    assert lower
+    assert all(f"The correct final answer is: {best}\n" in p for p in lower)
+
+
+def test_trust_penalty_keeps_the_current_prompt_against_a_far_candidate() -> None:
+    free = VariationalChain(make()[0])
+    free_step = free.step(1)["layers"]["answer"]
+    scores = {c["prompt"]: c["score"] for c in free_step["candidates"]}
+    assert free.ctx.graph.layer("answer").prompt == "P1"  # without a penalty the unrelated P1 wins
+    gain = scores["P1"] - scores["A"]
+    assert gain > 0 and trust_penalty("A", "P1", 1.0) == 1.0
+    strength = 2 * gain
+    held = VariationalChain(make(trust_penalty=strength)[0])
+    held_step = held.step(1)["layers"]["answer"]
+    penalised = {c["prompt"]: c["score"] for c in held_step["candidates"]}
+    assert held.ctx.graph.layer("answer").prompt == "A"
+    assert penalised["A"] == pytest.approx(scores["A"], abs=1e-12)  # staying costs nothing
+    assert penalised["P1"] == pytest.approx(scores["P1"] - strength, abs=1e-12)
+
+
+def test_remembered_prompts_reenter_both_layers_candidates() -> None:
+    ctx, _ = make(prompt_candidates=1, memory=2)
+    ctx.memory.add("answer", 0.5, "P1")
+    ctx.memory.add("think", 0.5, "P2")
+    record = VariationalChain(ctx).step(1)
+    assert [c["prompt"] for c in record["layers"]["answer"]["candidates"]] == ["A", "P1"]
+    assert [c["prompt"] for c in record["layers"]["think"]["candidates"]] == ["T", "P2"]
+    # both remembered prompts score better than the current ones under the stand-in's rules
+    assert ctx.graph.layer("answer").prompt == "P1" and ctx.graph.layer("think").prompt == "P2"
 
 
 def test_vi_needs_a_chain() -> None:

@@ -98,3 +98,40 @@ def test_short_training_on_the_real_model(tmp_path: Path, monkeypatch: pytest.Mo
     again = train(spec, cache_dir=tmp_path / "cache")
     assert again["backend_calls"] == 0
     assert again["prompts"] == result["prompts"]
+
+
+def _dev_by_iteration(run_dir: str) -> list[float]:
+    lines = [json.loads(x) for x in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+    return [r["dev"] for r in lines if "dev" in r]
+
+
+def _expected_stop(devs: list[float], patience: int) -> int | None:
+    """The first iteration after which ``patience`` validations in a row did not beat the best dev so far."""
+    best, stale = devs[0], 0
+    for it, dev in enumerate(devs[1:], start=1):
+        if dev > best:
+            best, stale = dev, 0
+        else:
+            stale += 1
+        if stale >= patience:
+            return it
+    return None
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_patience_stops_exactly_when_dev_stops_improving(standin: StandIn, tmp_path: Path, patience: int) -> None:
+    full_dir, stop_dir = tmp_path / "full", tmp_path / "stop"
+    full_dir.mkdir()
+    stop_dir.mkdir()
+    full = train(write_spec(full_dir, iterations=6))
+    devs = _dev_by_iteration(full["run_dir"])
+    assert len(devs) == 7 and full["iterations_run"] == 6 and not full["stopped_early"]
+    expected = _expected_stop(devs, patience)
+    assert expected is not None and expected < 6, devs  # the trajectory gives patience something to do
+    spec = write_spec(stop_dir, iterations=6)
+    spec.write_text(spec.read_text().replace("  seed: 3\n", f"  seed: 3\n  patience: {patience}\n"))
+    stopped = train(spec)
+    assert stopped["stopped_early"] and stopped["iterations_run"] == expected
+    assert _dev_by_iteration(stopped["run_dir"]) == devs[: expected + 1]  # the same steps, cut short
+    assert stopped["metrics"]["dev"] == max(devs[: expected + 1])
+    assert stopped["best_iteration"] == devs.index(max(devs[: expected + 1]))
