@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,55 @@ def test_vi_refuses_a_backend_without_score() -> None:
     model.capabilities = frozenset({"generate", "classify"})
     with pytest.raises(ConfigError, match="cannot 'score'"):
         VariationalChain(ctx)
+
+
+# -- VI trained on the real embedded model ---------------------------------------------------------
+SMALL_VI = {
+    "  split: {train: 16, dev: 8, test: 8, seed: 1}": "  split: {train: 4, dev: 2, test: 2, seed: 1}",
+    "  batch_size: 4": "  batch_size: 2",
+    "  prompt_candidates: 3": "  prompt_candidates: 2\n  example_candidates: 0\n  rewrite_max_tokens: 24",
+    "  validate_every: 1": "  validate_every: 1\n  posterior_temperature: 1.0",
+    "local: {backend: llamacpp}": "local: {backend: llamacpp, n_threads: 1}",
+}
+
+
+@pytest.mark.real
+def test_vi_trains_two_layers_on_the_real_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One VI iteration of a two-layer chain: posterior texts drawn and weighted, both layers' candidates
+    scored, both learned prompts in the lock, and a warm rerun that calls nothing."""
+    import yaml
+    from helpers import TWO_LAYERS, write_spec
+
+    import dlnflow
+    from dlnflow.training.runs import read_log
+
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
+    spec = write_spec(tmp_path, method="vi", iterations=1, layers=TWO_LAYERS)
+    text = spec.read_text()
+    for old, new in SMALL_VI.items():
+        assert old in text
+        text = text.replace(old, new)
+    spec.write_text(text)
+    with dlnflow.load(spec, cache_dir=tmp_path / "cache") as net:
+        result = net.train().as_dict()
+    assert result["backend_calls"] > 0 and result["iterations_run"] == 1
+    step = next(r for r in read_log(Path(result["run_dir"])) if r.get("event") == "step")
+    posterior = step["layers"]["think"]["posterior"]
+    assert len(posterior) == 2  # one row per example of the batch
+    for row in posterior:
+        assert len(row["weights"]) == len(row["texts"]) and sum(row["weights"]) == pytest.approx(1.0, abs=1e-5)
+    drawn = [t for row in posterior for t in row["texts"][1:]]  # texts[0] is the forward text
+    assert drawn, "the backward model wrote no posterior text different from the forward one"
+    assert any(max(row["weights"]) < 1.0 for row in posterior if len(row["texts"]) > 1)
+    for name in ("think", "answer"):
+        cands = step["layers"][name]["candidates"]
+        assert len(cands) >= 2 and all(c["score"] < 0 for c in cands)  # weighted mean log-probabilities
+        assert len({c["score"] for c in cands}) > 1  # the candidates were told apart
+    lock = yaml.safe_load((tmp_path / "tiny.lock.yaml").read_text())
+    assert {name: lock["layers"][name]["prompt"] for name in ("think", "answer")} == {
+        "think": result["prompts"]["think.prompt"], "answer": result["prompts"]["answer.prompt"]}
+    lock_bytes = (tmp_path / "tiny.lock.yaml").read_bytes()
+    with dlnflow.load(spec, cache_dir=tmp_path / "cache") as net:
+        again = net.train().as_dict()
+    assert again["backend_calls"] == 0 and again["prompts"] == result["prompts"]
+    assert (tmp_path / "tiny.lock.yaml").read_bytes() == lock_bytes
