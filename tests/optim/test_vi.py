@@ -252,7 +252,7 @@ def test_vi_refuses_a_backend_without_score() -> None:
 SMALL_VI = {
     "  split: {train: 16, dev: 8, test: 8, seed: 1}": "  split: {train: 4, dev: 2, test: 2, seed: 1}",
     "  batch_size: 4": "  batch_size: 2",
-    "  prompt_candidates: 3": "  prompt_candidates: 2\n  example_candidates: 0\n  rewrite_max_tokens: 24",
+    "  prompt_candidates: 3": "  prompt_candidates: 3\n  example_candidates: 0\n  rewrite_max_tokens: 40",
     "  validate_every: 1": "  validate_every: 1\n  posterior_temperature: 1.0",
     "local: {backend: llamacpp}": "local: {backend: llamacpp, n_threads: 1}",
 }
@@ -287,9 +287,11 @@ def test_vi_trains_two_layers_on_the_real_model(tmp_path: Path, monkeypatch: pyt
     assert drawn, "the backward model wrote no posterior text different from the forward one"
     assert any(max(row["weights"]) < 1.0 for row in posterior if len(row["texts"]) > 1)
     for name in ("think", "answer"):
-        cands = step["layers"][name]["candidates"]
-        assert len(cands) >= 2 and all(c["score"] < 0 for c in cands)  # weighted mean log-probabilities
-        assert len({c["score"] for c in cands}) > 1  # the candidates were told apart
+        layer = step["layers"][name]
+        assert layer["candidates"] and all(c["score"] < 0 for c in layer["candidates"])  # weighted log-probs
+        assert layer["objective"] == layer["candidates"][layer["chosen"]]["score"]
+    told_apart = [len({c["score"] for c in step["layers"][n]["candidates"]}) for n in ("think", "answer")]
+    assert max(told_apart) > 1, "no rewritten candidate was scored against the current prompt"
     lock = yaml.safe_load((tmp_path / "tiny.lock.yaml").read_text())
     assert {name: lock["layers"][name]["prompt"] for name in ("think", "answer")} == {
         "think": result["prompts"]["think.prompt"], "answer": result["prompts"]["answer.prompt"]}
