@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from dlnflow import __version__
+from dlnflow.bounded import SPEC_BYTES, BoundsError, compose_yaml, load_yaml, read_regular
 from dlnflow.errors import LockError, Problem
 from dlnflow.pipeline import Pipeline
 
@@ -194,8 +195,8 @@ def _sync_folder(folder: Path) -> None:
 def _locate(text: str, pointer: list[str]) -> tuple[int, int]:
     """1-based (line, col) of the node at ``pointer`` (or of its nearest existing parent)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        node = compose_yaml(text)
+    except (yaml.YAMLError, BoundsError):
         return 1, 1
     mark = node.start_mark if node is not None else None
     for key in pointer:
@@ -215,7 +216,8 @@ def _lock_error(
 ) -> LockError:
     line, col = at or _locate(text, pointer)
     problem = Problem(str(path), line, col, "/" + "/".join(pointer) if pointer else "", message, hint=hint)
-    exc = LockError(f"{path}:{line}:{col}: {message}" + (f" ({hint})" if hint else ""))
+    where = f"{path}:{line}:{col}" if line else str(path)
+    exc = LockError(f"{where}: {message}" + (f" ({hint})" if hint else ""))
     exc.problems = [problem]  # type: ignore[attr-defined]
     return exc
 
@@ -237,22 +239,46 @@ def _validate(path: Path, text: str, lock: Any) -> dict[str, Any]:
     for name, entry in lock["layers"].items():
         _expect(path, text, entry, ["layers", str(name)], dict, f'a mapping for layer "{name}"')
         _expect(path, text, entry.get("prompt"), ["layers", str(name), "prompt"], str, "a prompt string")
+    for name, entry in lock["models"].items():
+        _expect(path, text, entry, ["models", str(name)], dict, f'a mapping for model "{name}"')
+    if "split" in lock["data"]:
+        _expect(path, text, lock["data"]["split"], ["data", "split"], dict, 'a "split" mapping')
+    _validate_sweep(path, text, lock)
     return lock
+
+
+def _validate_sweep(path: Path, text: str, lock: dict[str, Any]) -> None:
+    if "sweep" not in lock:
+        return
+    sweep = lock["sweep"]
+    _expect(path, text, sweep, ["sweep"], dict, 'a "sweep" mapping')
+    if "best" in sweep:
+        _expect(path, text, sweep["best"], ["sweep", "best"], dict, 'a "best" mapping')
+        if "overrides" in sweep["best"]:
+            _expect(path, text, sweep["best"]["overrides"], ["sweep", "best", "overrides"], dict,
+                    'an "overrides" mapping')
 
 
 def read_lock(path: Path) -> dict[str, Any] | None:
     """The lock at ``path``; ``None`` when there is none; :class:`LockError` (located) when corrupt."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular(path, SPEC_BYTES).decode("utf-8")
+    except BoundsError as exc:
+        raise _lock_error(path, "", [], f"cannot read the lock file: {exc.reason}", exc.hint, at=(0, 0)) from None
     except UnicodeDecodeError as exc:
         raise _lock_error(path, "", [], f"lock file is not UTF-8 (byte offset {exc.start})") from None
     if not text.strip():
         raise _lock_error(path, text, [], "lock file is empty", "delete it or train again to rewrite it")
+    _check_conflicts(path, text)
     try:
-        lock = yaml.safe_load(text)
+        lock = load_yaml(text)
+    except BoundsError as exc:
+        raise _lock_error(path, "", [], f"lock file refused: {exc.reason}",
+                          exc.hint or "restore it from version control or train again",
+                          at=(exc.line or 1, exc.col or 1)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -260,6 +286,18 @@ def read_lock(path: Path) -> dict[str, Any] | None:
         raise _lock_error(path, "", [], f"lock file is not valid YAML: {reason}",
                           "restore it from version control or train again", at=(line, col)) from None
     return _validate(path, text, lock)
+
+
+def _check_conflicts(path: Path, text: str) -> None:
+    """Refuse a lock that still holds git merge-conflict markers, naming the first conflict."""
+    from dlnflow.spec import conflict_problems
+
+    conflicts = conflict_problems(text, str(path))
+    if conflicts:
+        first = conflicts[0]
+        raise _lock_error(path, text, [], f"lock file has an {first.message}",
+                          "keep one side (or delete the lock and train again), then remove the "
+                          "<<<<<<<, ======= and >>>>>>> lines", at=(first.line, first.col))
 
 
 def learned_state(lock: dict[str, Any]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from dlnflow.cache import canonical_json, find_project_root, make_private_dir
 from dlnflow.files import write_atomic
+from dlnflow.redact import redact_data
 
 
 def run_id(seed: int, hyperparameters: dict[str, Any]) -> str:
@@ -52,7 +53,7 @@ class RunLog:
 
     def write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None
-        self._fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._fh.write(json.dumps(redact_data(record), ensure_ascii=False, sort_keys=True) + "\n")
         self._fh.flush()
 
     def finish(self, summary: dict[str, Any]) -> None:

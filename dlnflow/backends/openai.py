@@ -238,7 +238,7 @@ class OpenAIBackend:
             except (ValueError, openai.APIResponseValidationError) as exc:  # truncated or garbled JSON
                 if attempt >= budget:
                     raise BackendError(
-                        f"{self.settings.base_url} {endpoint}: the server's answer was not valid JSON "
+                        f"{self.settings.endpoint} {endpoint}: the server's answer was not valid JSON "
                         f"({type(exc).__name__}) on all {attempt + 1} attempts; check the server or a proxy "
                         "in front of it"
                     ) from None

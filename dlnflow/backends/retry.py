@@ -24,7 +24,6 @@ True
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ from email.utils import parsedate_to_datetime
 RETRY_AFTER_LIMIT = 120.0
 """Longest wait a ``Retry-After`` header can impose (seconds); longer requests are clipped."""
 
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}|\bBearer\s+\S+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -93,8 +91,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove secrets (and anything shaped like an API key) from a message before it is shown."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_LIKE.sub("[redacted]", text)
+    """Remove secrets (and anything shaped like a credential) from a message: :func:`dlnflow.redact.redact`."""
+    from dlnflow.redact import redact as redact_text
+
+    return redact_text(text, secrets)

@@ -15,7 +15,7 @@ import click
 
 from dlnflow import __version__
 from dlnflow.cli.context import AppContext
-from dlnflow.cli.render import render_error
+from dlnflow.cli.render import Interrupted, render_error
 from dlnflow.errors import DlnflowError
 
 COMMANDS: dict[str, str] = {
@@ -50,6 +50,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
         except DlnflowError as exc:
             obj = ctx.find_object(AppContext)
             render_error(exc, as_json=bool(obj and obj.as_json), color=bool(obj and obj.color))
