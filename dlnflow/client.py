@@ -7,7 +7,8 @@ Every model call in dlnflow goes through :class:`Client`, which
 3. checks the budget before spending anything,
 4. sends what is left to the backend as one batch (the embedded backend batches,
    remote backends fan out with bounded concurrency),
-5. stores successful results and keeps the accounting (real calls vs. saved by cache).
+5. stores each successful result as soon as the backend has it (so a failed or interrupted
+   batch keeps the calls that finished) and keeps the accounting (real calls vs. saved by cache).
 
 Cache modes: ``"use"`` (read and write), ``"refresh"`` (write only), ``"off"`` (neither).
 """
@@ -151,8 +152,9 @@ class Client:
         """Answer ``requests`` in order, from the cache where possible.
 
         Identical requests (in this batch, or in flight on another thread) reach the
-        backend once; a backend failure propagates to every caller waiting on it and
-        leaves nothing in the cache.
+        backend once; a backend failure propagates to every caller waiting on it. Calls of
+        the batch that finished before the failure stay in the cache (when the backend
+        reports answers one by one, see :meth:`_call_backend`).
         """
         if not requests:
             return []
@@ -238,16 +240,34 @@ class Client:
     def _call_backend(
         self, model: str, owned: dict[str, Request], results: dict[str, Result], stats: Usage
     ) -> None:
-        """Run the owned requests, store the answers, then release anyone waiting on them."""
+        """Run the owned requests, store each answer as soon as it arrives, then release anyone waiting.
+
+        A backend that offers ``run_each(requests, on_result)`` hands over every answer the moment
+        it has it, so when one call of a batch fails (or the user presses Ctrl-C) the calls that
+        finished are already in the cache and a rerun does not pay for them again.
+        """
         backend = self.backend(model)
         batch_keys = list(owned)
+        store = self.cache is not None and self.mode != "off"
+        label = self.label(model) if store else ""
+        kept: set[int] = set()
+
+        def keep(index: int, answer: Result) -> None:
+            if store and self.cache is not None and 0 <= index < len(batch_keys):
+                self.cache.put(batch_keys[index], answer, model=label)
+                kept.add(index)
+
         try:
-            answers = backend.run([owned[k] for k in batch_keys])
+            run_each = getattr(backend, "run_each", None)
+            batch = [owned[k] for k in batch_keys]
+            answers = run_each(batch, keep) if callable(run_each) else backend.run(batch)
             if len(answers) != len(batch_keys):
                 raise BackendError(f"model {model!r} returned {len(answers)} results for "
                                    f"{len(batch_keys)} requests")
-            if self.cache is not None and self.mode != "off":
-                self.cache.put_many(zip(batch_keys, answers, strict=True), model=self.label(model))
+            if store and self.cache is not None:
+                rest = [(k, a) for i, (k, a) in enumerate(zip(batch_keys, answers, strict=True)) if i not in kept]
+                if rest:
+                    self.cache.put_many(rest, model=label)
         except BaseException as exc:
             self._release(batch_keys, exc=exc)
             raise

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +151,17 @@ class LlamaCppBackend:
 
     def run(self, requests: list[Request]) -> list[Result]:
         """Answer ``requests`` in order; consecutive ones reuse the KV cache of shared prefixes."""
+        return self.run_each(requests, lambda index, result: None)
+
+    def run_each(self, requests: list[Request], on_result: Callable[[int, Result], None]) -> list[Result]:
+        """:meth:`run`, handing each answer to ``on_result(index, result)`` as soon as it is computed."""
         engine = self.engine
+        out: list[Result] = []
         with engine.lock:
-            return [self._one(engine, r) for r in requests]
+            for index, request in enumerate(requests):
+                out.append(self._one(engine, request))
+                on_result(index, out[-1])
+        return out
 
     def _one(self, engine: Engine, r: Request) -> Result:
         if r.op == "generate":

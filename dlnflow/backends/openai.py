@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import math
 import os
@@ -62,6 +63,12 @@ from dlnflow.backends.retry import RetryPolicy, retryable_status
 from dlnflow.errors import BackendError, ConfigError
 
 T = TypeVar("T")
+_BATCH_FAILED: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("dlnflow_batch_failed")
+"""Per batch: set once a call failed, so calls not yet sent are skipped (those in flight still finish)."""
+
+
+class _Skipped(Exception):
+    """A call of a failed batch that was never sent."""
 
 PLACEHOLDER_KEY = "no-key-needed"
 CHARS_PER_TOKEN = 3.0
@@ -157,9 +164,17 @@ class OpenAIBackend:
 
     def run(self, requests: list[Request]) -> list[Result]:
         """Answer ``requests`` concurrently (bounded by ``concurrency``), in request order."""
+        return self.run_each(requests, None)
+
+    def run_each(self, requests: list[Request], on_result: Callable[[int, Result], None] | None) -> list[Result]:
+        """:meth:`run`, handing each answer to ``on_result(index, result)`` as soon as it arrives.
+
+        When a call fails, the calls already sent still finish (they are paid for) and reach
+        ``on_result``; calls not yet sent are skipped; then the first failure is raised.
+        """
         if not requests:
             return []
-        return self._submit(self._run_all(list(requests)))
+        return self._submit(self._run_all(list(requests), on_result))
 
     def close(self) -> None:
         """Close the HTTP client and stop the private event loop (idempotent)."""
@@ -200,15 +215,35 @@ class OpenAIBackend:
             future.cancel()
             raise
 
-    async def _run_all(self, requests: list[Request]) -> list[Result]:
-        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+    async def _run_all(self, requests: list[Request],
+                       on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+        failed = [False]
+
+        async def one(index: int, request: Request) -> Result:
+            _BATCH_FAILED.set(failed)
+            try:
+                result = await self._one(request)
+            except _Skipped:
+                raise
+            except BaseException:
+                failed[0] = True
+                raise
+            if on_result is not None:
+                on_result(index, result)
+            return result
+
+        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:  # cancelled (Ctrl-C): stop what is still going
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        errors = [d for d in done if isinstance(d, BaseException) and not isinstance(d, _Skipped)]
+        if errors:
+            raise errors[0]
+        return list(done)  # type: ignore[arg-type]
 
     async def _one(self, request: Request) -> Result:
         if request.op == "generate":
@@ -227,6 +262,8 @@ class OpenAIBackend:
             try:
                 assert self._sem is not None
                 async with self._sem:
+                    if _BATCH_FAILED.get([False])[0]:
+                        raise _Skipped
                     return await send()
             except openai.APIStatusError as exc:
                 if not retryable_status(exc.status_code) or attempt >= budget:
