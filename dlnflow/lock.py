@@ -362,20 +362,24 @@ def _model_drift(pipeline: Pipeline, locked: dict[str, Any], identities: dict[st
     return lines
 
 
-def _sweep_view(pipeline: Pipeline, lock: dict[str, Any]) -> tuple[Pipeline, str | None]:
-    """``pipeline`` with the settings of a sweep's best run applied (unchanged for other locks)."""
+def _sweep_view(pipeline: Pipeline, lock: dict[str, Any]) -> tuple[Pipeline, list[str]]:
+    """``pipeline`` with the allowed settings of a sweep's best run applied (unchanged for other locks),
+    and lines naming what could not be applied (settings a lock may not set, or that no longer fit)."""
     sweep = lock.get("sweep")
     best = sweep.get("best") if isinstance(sweep, dict) else None
     overrides = best.get("overrides") if isinstance(best, dict) else None
     if not isinstance(overrides, dict) or not overrides:
-        return pipeline, None
+        return pipeline, []
+    from dlnflow.best_run import refused_line, split_overrides
     from dlnflow.errors import InputError
     from dlnflow.experiments import apply_overrides
 
+    applied, training, refused = split_overrides(overrides, pipeline.spec)
+    lines = [refused_line(refused)] if refused else []
     try:
-        return apply_overrides(pipeline, overrides), None
+        return apply_overrides(pipeline, {**applied, **training}), lines
     except InputError as exc:
-        return pipeline, f"the settings of the sweep's best run no longer fit the spec: {exc}"
+        return pipeline, [*lines, f"the settings of the sweep's best run no longer fit the spec: {exc}"]
 
 
 def drift(
@@ -388,10 +392,10 @@ def drift(
     and every hyperparameter. A lock written by a sweep is compared with the spec as its best
     run saw it (the run's seed and grid settings applied).
     """
-    pipeline, problem = _sweep_view(pipeline, lock)
-    if problem is not None:
-        return [problem]
-    lines = _layer_drift(pipeline, lock.get("layers", {}))
+    pipeline, problems = _sweep_view(pipeline, lock)
+    if any("no longer fit" in p for p in problems):
+        return problems
+    lines = problems + _layer_drift(pipeline, lock.get("layers", {}))
     lines += _model_drift(pipeline, lock.get("models", {}), model_identities)
     data = lock.get("data", {})
     if data.get("sha256") != data_digest:
