@@ -37,7 +37,7 @@ import yaml
 from dlnflow.cache import canonical_json
 from dlnflow.errors import InputError
 from dlnflow.pipeline import Pipeline
-from dlnflow.runs import run_id, runs_root
+from dlnflow.runs import run_dir
 
 SUMMARY = "summary.json"
 
@@ -259,14 +259,13 @@ def apply_overrides(pipeline: Pipeline, overrides: dict[str, Any]) -> Pipeline:
 
 
 # -- run folders and fingerprints -----------------------------------------------------------------
-def run_dir_for(pipeline: Pipeline, overrides: dict[str, Any] | None = None) -> Path:
-    """``runs/<name>/seed<N>-<hash>``: the hash covers the training hyperparameters and any override
-    of a setting outside ``train`` (so two grid points never share a folder)."""
-    hyper = pipeline.train.hyperparameters()
-    other = {k: v for k, v in (overrides or {}).items() if not k.startswith("train.")}
-    if other:
-        hyper = {**hyper, "overrides": other}
-    return runs_root(pipeline.spec_path) / pipeline.name / run_id(pipeline.train.seed, hyper)
+def run_dir_for(pipeline: Pipeline, overrides: dict[str, Any] | None = None, data_digest: str = "") -> Path:
+    """``runs/<name>/seed<N>-<hash>``: the hash covers the training hyperparameters, any override
+    of a setting outside ``train`` (so two grid points never share a folder), the spec's path and
+    the data digest (so two specs with one name, or other data, never share one)."""
+    other = {k: _plain(v) for k, v in (overrides or {}).items() if not k.startswith("train.")}
+    return run_dir(pipeline.spec_path, pipeline.name, pipeline.train.seed, pipeline.train.hyperparameters(),
+                   data_digest, other)
 
 
 def _plain(value: Any) -> Any:

@@ -103,12 +103,14 @@ def run_dir_for_spec(spec: Path, seed: int | None = None, iterations: int | None
     Raises :class:`~dlnflow.errors.InputError` (exit 2) when that run does not exist yet.
     """
     from dlnflow.compiler import compile_spec
-    from dlnflow.runs import run_id, runs_root
+    from dlnflow.data import load_dataset
+    from dlnflow.runs import run_dir
 
     pipeline = compile_spec(spec)
     overrides = {k: v for k, v in {"seed": seed, "iterations": iterations}.items() if v is not None}
     train = replace(pipeline.train, **overrides)
-    folder = runs_root(pipeline.spec_path) / pipeline.name / run_id(train.seed, train.hyperparameters())
+    digest = load_dataset(pipeline.data, pipeline.graph.output.classes).digest
+    folder = run_dir(pipeline.spec_path, pipeline.name, train.seed, train.hyperparameters(), digest)
     if not is_run_dir(folder):
         raise InputError(
             f"{spec} has no training run with its current settings (seed {train.seed}, "

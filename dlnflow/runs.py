@@ -1,8 +1,9 @@
 """Run directories: where a training run's log and summary go.
 
 Layout: ``runs/<pipeline name>/<run id>/`` at the project root (beside ``cache/``), where the
-run id is ``seed<N>-<8 hex>`` from the hyperparameters, so the same settings always land in the
-same folder. Inside:
+run id is ``seed<N>-<8 hex>`` from the hyperparameters, the spec's path (relative to the project
+root) and the data's content digest (:func:`run_dir`), so the same settings always land in the
+same folder and two specs sharing a ``name`` (or one spec on other data) never share one. Inside:
 
 - ``log.jsonl``: one JSON object per iteration (candidates with scores, chosen prompt, losses,
   dev accuracy, calls and tokens so far). It is written as ``log.jsonl.partial`` while the run
@@ -27,6 +28,22 @@ from dlnflow.redact import redact_data
 def run_id(seed: int, hyperparameters: dict[str, Any]) -> str:
     digest = hashlib.sha256(canonical_json(hyperparameters).encode()).hexdigest()[:8]
     return f"seed{seed}-{digest}"
+
+
+def spec_identity(spec_path: Path) -> str:
+    """The spec's path relative to its project root (the same wherever the checkout lives)."""
+    resolved = Path(spec_path).resolve()
+    return Path(os.path.relpath(resolved, find_project_root(resolved.parent))).as_posix()
+
+
+def run_dir(spec_path: Path, name: str, seed: int, hyperparameters: dict[str, Any], data_digest: str,
+            overrides: dict[str, Any] | None = None) -> Path:
+    """``runs/<name>/seed<N>-<hash>``: the hash covers the hyperparameters, ``overrides`` (settings
+    outside ``train`` a sweep replaced), the spec's path and the data digest."""
+    body: dict[str, Any] = {**hyperparameters, "spec": spec_identity(spec_path), "data_sha256": data_digest}
+    if overrides:
+        body["overrides"] = overrides
+    return runs_root(spec_path) / name / run_id(seed, body)
 
 
 def runs_root(spec_path: Path) -> Path:

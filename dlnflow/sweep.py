@@ -76,7 +76,7 @@ class Sweep:
         pipeline = apply_overrides(self.base, point.overrides)
         net = Network(pipeline, cache_dir=self.cache_dir, cache_mode=self.cache_mode)  # type: ignore[arg-type]
         fp = fingerprint(pipeline, net.dataset.digest)
-        run_dir = run_dir_for(pipeline, point.overrides)
+        run_dir = run_dir_for(pipeline, point.overrides, net.dataset.digest)
         return RunState(index, point, net, run_dir, fp, finished_summary(run_dir, fp))
 
     @property

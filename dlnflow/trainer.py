@@ -30,7 +30,7 @@ from dlnflow import lock as lockmod
 from dlnflow.errors import BudgetExceeded
 from dlnflow.evaluate import evaluate
 from dlnflow.optim import OPTIMIZERS, TrainContext
-from dlnflow.runs import RunLog, run_id, runs_root
+from dlnflow.runs import RunLog, run_dir
 
 if TYPE_CHECKING:
     from dlnflow.network import Network
@@ -136,7 +136,7 @@ class Trainer:
         config = self._config() if self.record else {}
         log: RunLog | _NoLog = _NoLog()
         if self.record:
-            default = runs_root(p.spec_path) / p.name / run_id(t.seed, t.hyperparameters())
+            default = run_dir(p.spec_path, p.name, t.seed, t.hyperparameters(), net.dataset.digest)
             log = RunLog(self.run_dir or default)
         try:
             result = self._loop(optimizer, ctx, log, started, config)
