@@ -121,3 +121,11 @@ class ContextOverflow(BackendError):
 
 class BudgetExceeded(RuntimeFault):
     """The next backend calls would exceed ``train.budget``; nothing over budget was spent."""
+
+
+class WriteError(RuntimeFault):
+    """A file or folder could not be written (read-only file system, no permission, disk full)."""
+
+    def __init__(self, path: object, reason: str, hint: str = ""):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {path}: {reason}" + (f"; {hint}" if hint else ""))

@@ -9,9 +9,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+from dlnflow.errors import WriteError
+
+_REASONS = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full",
+            errno.EDQUOT: "the disk quota is used up"}
+
+
+def write_error(path: Path, exc: OSError, hint: str = "") -> WriteError:
+    """A :class:`WriteError` naming ``path`` and why ``exc`` stopped the write, in words.
+
+    >>> str(write_error(Path("out/x.txt"), OSError(errno.EROFS, "Read-only file system")))
+    'cannot write out/x.txt: the file system is read-only'
+    """
+    return WriteError(path, _REASONS.get(exc.errno or 0, exc.strerror or str(exc)), hint)
 
 
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
@@ -20,8 +36,11 @@ def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
     The text goes to a temporary file beside ``path`` (flushed to disk), which is then renamed
     over it. The new file is owner-only (0600) unless ``mode`` says otherwise.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
@@ -30,6 +49,9 @@ def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

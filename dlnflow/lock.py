@@ -159,10 +159,15 @@ def _write_all(handle: BinaryIO, data: bytes) -> None:
 
 def write_lock(path: Path, lock: dict[str, Any]) -> None:
     """Write ``lock`` to ``path`` atomically: the old file stays whole if anything fails."""
+    from dlnflow.files import write_error
+
     path = Path(path)
     data = dump_lock(lock).encode("utf-8")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             _write_all(handle, data)
@@ -170,6 +175,10 @@ def write_lock(path: Path, lock: dict[str, Any]) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise write_error(path, exc) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dlnflow.cache import canonical_json, find_project_root, make_private_dir
-from dlnflow.files import write_atomic
+from dlnflow.files import write_atomic, write_error
 from dlnflow.redact import redact_data
 
 
@@ -63,15 +63,21 @@ class RunLog:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        make_private_dir(directory)
         self.partial = directory / "log.jsonl.partial"
         self.final = directory / "log.jsonl"
-        self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)
+        try:
+            make_private_dir(directory)
+            self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)
+        except OSError as exc:
+            raise write_error(self.partial, exc, "set DLNFLOW_RUNS_DIR to a writable folder for run logs") from None
 
     def write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None
-        self._fh.write(json.dumps(redact_data(record), ensure_ascii=False, sort_keys=True) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(redact_data(record), ensure_ascii=False, sort_keys=True) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise write_error(self.partial, exc) from None
 
     def finish(self, summary: dict[str, Any]) -> None:
         if self._fh is not None:
@@ -79,7 +85,10 @@ class RunLog:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
-        os.replace(self.partial, self.final)
+        try:
+            os.replace(self.partial, self.final)
+        except OSError as exc:
+            raise write_error(self.final, exc) from None
         write_atomic(self.directory / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     def abandon(self) -> None:

@@ -314,8 +314,8 @@ def _finite_number(checker: Any, value: Any) -> bool:
 
 
 def _finite_integer(checker: Any, value: Any) -> bool:
-    return bool(Draft202012Validator.TYPE_CHECKER.is_type(value, "integer")) and (
-        not isinstance(value, float) or math.isfinite(value))
+    """A whole number written as one (``10``, not ``10.0`` or ``1e12``, which settings would get as floats)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 FiniteValidator = validators.extend(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlnflow import lock as lockmod
-from dlnflow.errors import BudgetExceeded
+from dlnflow.errors import BudgetExceeded, WriteError
 from dlnflow.evaluate import evaluate
 from dlnflow.optim import OPTIMIZERS, TrainContext
 from dlnflow.runs import RunLog, run_dir
@@ -50,6 +50,7 @@ class TrainResult:
     stopped_early: bool
     prompts: dict[str, str] = field(default_factory=dict)
     predicted: dict[str, Any] | None = None
+    lock_note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -72,6 +73,8 @@ class TrainResult:
         }
         if self.predicted is not None:
             out["predicted"] = self.predicted
+        if self.lock_note is not None:
+            out["lock_note"] = self.lock_note
         return out
 
 
@@ -201,14 +204,14 @@ class Trainer:
         metrics["dev"] = best_dev
         metrics["test"] = self._evaluate("test")
         iterations_run = it if iterative else 0
-        lock_path = p.lock_path
+        lock_path, lock_note = p.lock_path, None
         if self.write_lock:
             lock = lockmod.build_lock(
                 p, net.identities(), net.dataset.digest, net.dataset.source, graph.state(),
                 {k: round(v, 6) for k, v in sorted(metrics.items())},
                 {"iterations_run": iterations_run, "best_iteration": best_it, "stopped_early": stopped},
             )
-            lockmod.write_lock(lock_path, lock)
+            lock_path, lock_note = _write_lock(lock_path, lock, log)
         result = TrainResult(
             metrics={k: round(v, 6) for k, v in metrics.items()},
             lock_path=lock_path,
@@ -220,6 +223,25 @@ class Trainer:
             stopped_early=stopped,
             prompts=graph.state(),
             predicted=self.prediction,
+            lock_note=lock_note,
         )
         log.finish({**result.as_dict(), "config": config})
         return result
+
+
+def _write_lock(path: Path, lock: dict[str, Any], log: RunLog | _NoLog) -> tuple[Path, str | None]:
+    """Write the lock beside the spec; when that folder cannot be written, into the run folder instead.
+
+    Returns where the lock went and, when it is not beside the spec, a note saying so. The run
+    (its log and summary) is kept either way, so the work is never lost to a read-only folder.
+    """
+    try:
+        lockmod.write_lock(path, lock)
+        return path, None
+    except WriteError as exc:
+        if not isinstance(log, RunLog):
+            raise
+        elsewhere = log.directory / path.name
+        lockmod.write_lock(elsewhere, lock)
+        return elsewhere, (f"{exc}; the lock was written to {elsewhere} instead: copy it beside the spec "
+                           f"({path}) to use the learned prompts")

@@ -14,7 +14,7 @@ from dlnflow.cli.context import app
 @click.argument("target", metavar="RUN_OR_SPEC", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.md and learning_curve.png [default: the run folder].")
-@click.option("--seed", type=int,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1),
               help="With a spec: the run trained with this seed (as with `train --seed`).")
 @click.option("--iterations", type=click.IntRange(min=0),
               help="With a spec: the run trained with this many iterations (as with `train --iterations`).")

@@ -18,7 +18,7 @@ USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens
 
 @click.command("train")
 @SPEC_ARG
-@click.option("--seed", type=int, help="Override train.seed (every random choice follows it).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Override train.seed (every random choice follows it).")
 @click.option("--seeds", help="Train once per seed, e.g. 13,42,25 (a sweep; replaces experiments.seeds).")
 @click.option("--set", "sets", multiple=True, metavar="SETTING=V[,V...]",
               help="Override a dotted setting; several comma-separated values make a sweep over them "
@@ -148,6 +148,8 @@ def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) ->
         finally:
             bar.close()
         payload = result.as_dict()
+        if result.lock_note:
+            a.warn(result.lock_note)
         m = result.metrics
         lines = [
             f"dev accuracy:  {pct(m['dev_before'])} before -> {pct(m['dev'])} after",
