@@ -176,7 +176,35 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         raise DataError(f"{path} is not valid JSON", [problem]) from None
     if not isinstance(value, dict):
         raise DataError(f"{path} must hold a JSON object")
+    _check_fields(path, value, _SUMMARY_FIELDS)
     return value
+
+
+_NUMBER = (int, float)
+_SUMMARY_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "metrics": ((dict,), "a mapping of metric names to numbers"),
+    "prompts": ((dict,), "a mapping of layer names to prompts"),
+    "iterations_run": ((int,), "a whole number"),
+    "best_iteration": ((int, type(None)), "a whole number or null"),
+    "wall_seconds": ((*_NUMBER, type(None)), "a number or null"),
+    **dict.fromkeys(USAGE_KEYS, ((int,), "a whole number")),
+}
+
+
+def _check_fields(path: Path, value: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], str]]) -> None:
+    """Refuse a run file whose known fields have the wrong type (located by JSON pointer)."""
+    problems = []
+    for key, (kinds, what) in fields.items():
+        if key in value and (not isinstance(value[key], kinds) or isinstance(value[key], bool)):
+            problems.append(Problem(str(path), 0, 0, f"/{key}", f"{key} must be {what}, "
+                                    f"found {type(value[key]).__name__}"))
+    metrics = value.get("metrics")
+    if isinstance(metrics, dict):
+        problems += [Problem(str(path), 0, 0, f"/metrics/{k}", f"metric {k} must be a number, "
+                             f"found {type(v).__name__}")
+                     for k, v in metrics.items() if not isinstance(v, _NUMBER) or isinstance(v, bool)]
+    if problems:
+        raise DataError(f"{path} is not a run summary dlnflow can read: {problems[0].message}", problems)
 
 
 def _layer_name(parameter: str) -> str:
@@ -223,7 +251,8 @@ def load_run(run_dir: Path) -> RunReport:
     before = next((v for v in report.validation if v.event == "before"), None)
     if before is not None:
         report.metrics["dev_before"] = before.dev
-    usage = records[-1].get("usage") or {}
+    usage = records[-1].get("usage")
+    usage = usage if isinstance(usage, dict) else {}
     if summary is not None:
         report.metrics.update({k: float(v) for k, v in (summary.get("metrics") or {}).items()})
         report.prompts_after = _prompts(summary.get("prompts")) or report.prompts_after
@@ -231,7 +260,7 @@ def load_run(run_dir: Path) -> RunReport:
         report.best_iteration = summary.get("best_iteration")
         report.wall_seconds = summary.get("wall_seconds")
         usage = summary
-    report.usage = {k: int(usage.get(k, 0)) for k in USAGE_KEYS}
+    report.usage = {k: int(v) if isinstance(v := usage.get(k, 0), int | float) else 0 for k in USAGE_KEYS}
     return report
 
 

@@ -9,6 +9,7 @@ allowed"); this module says what is wrong in the spec's terms, points at the rig
 from __future__ import annotations
 
 import difflib
+import unicodedata
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,27 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     "; did you mean 'classify_forward'?"
     """
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    if not close:
+        return ""
+    return f"; did you mean {close[0]!r}?" + lookalikes(str(word), close[0])
+
+
+def lookalikes(word: str, choice: str) -> str:
+    """A note naming the non-ASCII letters that make ``word`` differ from an ASCII ``choice``.
+
+    A key typed with a Cyrillic or Greek letter looks the same as the right one; without the
+    note, "unknown key 'nаme'; did you mean 'name'?" reads like nonsense.
+
+    >>> lookalikes("n\u0430me", "name")
+    " ('n\u0430me' has the non-ASCII letter '\u0430' (U+0430 CYRILLIC SMALL LETTER A) at position 2)"
+    """
+    odd = [(i, c) for i, c in enumerate(word, start=1) if ord(c) > 127]
+    if not odd or not choice.isascii():
+        return ""
+    i, c = odd[0]
+    name = unicodedata.name(c, "unnamed character")
+    more = f" and {len(odd) - 1} more" if len(odd) > 1 else ""
+    return f" ({word!r} has the non-ASCII letter {c!r} (U+{ord(c):04X} {name}) at position {i}{more})"
 
 
 def describe(value: Any) -> str:
