@@ -186,7 +186,8 @@ class _Checker:
         elif resolved.is_dir():
             self.add("/data/path", f"{path} is a folder; format {fmt!r} reads one file")
         elif not resolved.is_file():
-            self.add("/data/path", f"data file not found: {path}", hint=where)
+            message, hint = _missing_file(resolved, path, where)
+            self.add("/data/path", message, hint=hint)
 
     def check_labels(self, data: dict[str, Any]) -> None:
         classes = self.wiring.output_classes()
@@ -349,3 +350,15 @@ def build_pipeline(doc: Document) -> Pipeline:
         ),
         spec=data,
     )
+
+
+def _missing_file(resolved: Path, path: str, where: str) -> tuple[str, str]:
+    """``(message, hint)`` for a data path that is not a regular file: missing, a device, a FIFO, a link loop."""
+    from dlnflow.bounded import BoundsError, read_regular
+
+    try:
+        read_regular(resolved, 0)
+    except BoundsError as exc:
+        if exc.reason != "file not found":
+            return f"data path {path}: {exc.reason}", exc.hint or where
+    return f"data file not found: {path}", where

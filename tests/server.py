@@ -103,12 +103,13 @@ def llama_server(gguf_path: Path) -> Iterator[str]:
 # -- the scripted fake ---------------------------------------------------------------------------
 @dataclass
 class Reply:
-    """One scripted answer: HTTP status, JSON body, extra headers, and a delay before answering."""
+    """One scripted answer: HTTP status, JSON body (or ``raw`` bytes), extra headers, a delay before answering."""
 
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    raw: bytes | None = None
 
 
 @dataclass
@@ -226,7 +227,8 @@ class FakeOpenAI:
                         fake.in_flight -= 1
 
             def _send(self, reply: Reply) -> None:
-                data = json.dumps(reply.body if reply.body is not None else {}).encode()
+                data = reply.raw if reply.raw is not None else json.dumps(
+                    reply.body if reply.body is not None else {}).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")

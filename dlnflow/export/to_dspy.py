@@ -33,7 +33,7 @@ from dlnflow.backends.openai_responses import shares_prefix
 from dlnflow.backends.openai_settings import OpenAISettings
 from dlnflow.errors import InputError, LockError, SpecError
 from dlnflow.export.templates import Unmappable, template_parts
-from dlnflow.files import write_atomic
+from dlnflow.files import write_atomic, write_error
 from dlnflow.graph import INPUT, Layer
 from dlnflow.pipeline import Pipeline
 
@@ -353,7 +353,10 @@ def export_dspy(spec: str | Path, out: str | Path, force: bool = False) -> Expor
     texts = render_files(plan)
     folder = Path(out)
     _check_out(folder, force)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc, "choose a folder you can write to") from None
     for name in FILES:
         write_atomic(folder / name, texts[name], mode=0o644)
     return ExportResult(folder, tuple(folder / name for name in FILES), plan)
