@@ -28,7 +28,7 @@ from dlnflow.settings import (
     SplitSettings,
     TrainSettings,
 )
-from dlnflow.spec import Document, escape, load_document, schema, schema_problems, sort_problems
+from dlnflow.spec import Document, escape, load_document, schema, schema_problems, sort_problems, text_problems
 from dlnflow.spec_messages import did_you_mean, problems_from_errors
 from dlnflow.templates import FORWARD_VARIABLES, Template
 from dlnflow.wiring import Wiring
@@ -47,7 +47,7 @@ def compile_spec(path: str | Path, file: str | None = None) -> Pipeline:
     :class:`SpecError` with every problem found.
     """
     doc = load_document(path, file)
-    problems = sort_problems([*doc.problems, *schema_problems(doc), *check_document(doc)])
+    problems = sort_problems([*doc.problems, *text_problems(doc), *schema_problems(doc), *check_document(doc)])
     if problems:
         raise SpecError(problems)
     return build_pipeline(doc)

@@ -130,7 +130,10 @@ class Lines:
         return index + 1, offset - self.starts[index] + 1
 
     def source(self, line: int, limit: int = 240) -> str | None:
-        """The text of ``line`` when it is short enough to show under a message."""
+        """The text of ``line`` when it is short enough to show under a message (``None`` past the end:
+        the csv module also counts a lone carriage return as a line break)."""
+        if not 0 < line <= len(self.starts):
+            return None
         start = self.starts[line - 1]
         end = self.starts[line] - 1 if line < len(self.starts) else len(self.text)
         return self.text[start:end] if end - start <= limit else None

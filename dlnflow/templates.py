@@ -25,14 +25,16 @@ Answer:
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from dlnflow.errors import TemplateError
@@ -109,6 +111,24 @@ MAX_VALUE_CHARS = 1_000_000
 """The longest string or list an operator inside a template may build."""
 MAX_EXPONENT_BITS = 4096
 """The largest number ``**`` may produce, in bits."""
+MAX_LOOP_STEPS = 1_000_000
+"""The most steps all ``{% for %}`` loops of one rendering may take together (nested loops multiply)."""
+MAX_OUTPUT_CHARS = 2_000_000
+"""The longest text one rendering may produce."""
+_STEPS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("dlnflow_template_steps")
+
+
+def _bounded_loop(items: Iterable[Any]) -> Iterator[Any]:
+    """``items``, counting each step against the rendering's :data:`MAX_LOOP_STEPS`."""
+    left = _STEPS.get(None)
+    if left is None:
+        left = [MAX_LOOP_STEPS]
+        _STEPS.set(left)
+    for item in items:
+        left[0] -= 1
+        if left[0] < 0:
+            raise jinja2.exceptions.SecurityError(f"the template's loops took more than {MAX_LOOP_STEPS} steps")
+        yield item
 
 
 class BoundedSandbox(SandboxedEnvironment):
@@ -125,6 +145,17 @@ class BoundedSandbox(SandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "+", "**"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters["dlnflow_bounded_loop"] = _bounded_loop
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The parsed template, with every ``for`` loop's sequence passed through :func:`_bounded_loop`."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "dlnflow_bounded_loop", [], [], None, None, lineno=loop.lineno)
+        return tree
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
@@ -199,8 +230,23 @@ class Template:
         return hashlib.sha256(self.source.encode("utf-8")).hexdigest()
 
     def render(self, **variables: Any) -> str:
+        token = _STEPS.set([MAX_LOOP_STEPS])
         try:
-            return str(self._compiled.render(**variables))
+            return self._render(variables)
+        finally:
+            _STEPS.reset(token)
+
+    def _render(self, variables: dict[str, Any]) -> str:
+        try:
+            parts: list[str] = []
+            size = 0
+            for chunk in self._compiled.generate(**variables):
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise jinja2.exceptions.SecurityError(f"the output would be longer than {MAX_OUTPUT_CHARS} "
+                                                          "characters")
+                parts.append(chunk)
+            return "".join(parts)
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"template uses an undefined variable: {exc.message}") from None
         except jinja2.exceptions.SecurityError as exc:
