@@ -11,6 +11,8 @@ The API key itself never appears here: only the *name* of the environment variab
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -58,6 +60,8 @@ def _setting(settings: dict[str, Any], key: str, kinds: tuple[type, ...], defaul
         raise ConfigError(f"models.<name>.{key} must be {kinds[0].__name__}, not a boolean")
     if not isinstance(value, kinds):
         raise ConfigError(f"models.<name>.{key} must be {kinds[0].__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"models.<name>.{key} must be a finite number, got {value}")
     return value
 
 
