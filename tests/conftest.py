@@ -1,4 +1,6 @@
-"""Shared fixtures. The stand-in model lives in ``standin.py``; the llama.cpp server fixture in ``server.py``."""
+"""Shared fixtures. The stand-in model lives in ``standin.py``; the llama.cpp server fixture in ``server.py``;
+``helpers.py`` (spec writers, the ``standin`` and ``project`` fixtures) is a plugin, so its fixtures
+reach every test folder without imports."""
 
 from __future__ import annotations
 
@@ -7,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-pytest_plugins = ["server"]
+from paths import SHARED_DATA  # noqa: E402  (found through the line above)
+
+pytest_plugins = ["server", "helpers"]
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +28,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     """The embedded default model file (assembled once from its PyPI package)."""
-    from dlnflow.backends.llamacpp import embedded_model_path
+    from dlnflow.backends.llamacpp.backend import embedded_model_path
 
     return embedded_model_path()
 
@@ -34,7 +36,7 @@ def gguf_path() -> Path:
 @pytest.fixture(scope="session")
 def llama(gguf_path: Path):  # type: ignore[no-untyped-def]
     """One real embedded backend shared by the whole session (loading costs a second or two)."""
-    from dlnflow.backends.llamacpp import LlamaCppBackend
+    from dlnflow.backends.llamacpp.backend import LlamaCppBackend
 
     backend = LlamaCppBackend.from_settings({"backend": "llamacpp"}, None)
     yield backend

@@ -35,10 +35,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dlnflow.cli.render import error_payload
-from dlnflow.compiler import compile_spec
-from dlnflow.data import load_dataset
-from dlnflow.errors import DlnflowError
-from dlnflow.settings import DataSettings, SplitSettings
+from dlnflow.core.errors import DlnflowError
+from dlnflow.data.dataset import load_dataset
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.spec.settings import DataSettings, SplitSettings
 
 pytestmark = pytest.mark.fuzz
 
@@ -279,9 +279,9 @@ def fuzz_pipeline(work: Path) -> Any:
 @example("schema: 1\nlayers: {}\nmodels: {local: x}\ndata: {split: all}\ntrain: {}\n")
 @example("".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "x"] * 9) + "]\n" for i in range(8)))
 def test_the_lock_reader_gives_a_lock_or_a_located_error(work: Path, fuzz_pipeline: Any, text: str) -> None:
-    from dlnflow.best_run import best_run_of, split_overrides
-    from dlnflow.experiments import apply_overrides
-    from dlnflow.lock import drift, learned_state, read_lock
+    from dlnflow.lockfile.allowlist import split_overrides
+    from dlnflow.lockfile.lock import best_run_of, drift, learned_state, read_lock
+    from dlnflow.spec.overrides import apply_overrides
 
     path = work / "fz.lock.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -316,7 +316,7 @@ SET_VALUES = st.text(max_size=20) | st.sampled_from(["1,2", "[1, 2]", "[", ".nan
          None)
 def test_set_and_seeds_give_a_matrix_or_an_input_error(fuzz_pipeline: Any, sets: list[str],
                                                        seeds: str | None) -> None:
-    from dlnflow.experiments import matrix_for, parse_seeds, parse_set
+    from dlnflow.experiments.matrix import matrix_for, parse_seeds, parse_set
 
     def build() -> Any:
         chosen = parse_seeds(seeds) if seeds is not None else None
@@ -338,7 +338,7 @@ JINJA = ["{{ ", " }}", "{% ", " %}", "x", "prompt", "inputs", " for a in inputs 
 @example("{% for a in range(99999) %}{% for b in range(99999) %}x{% endfor %}{% endfor %}")
 @example("{{ x.__class__.__mro__ }}")
 def test_the_template_sandbox_renders_or_refuses(source: str) -> None:
-    from dlnflow.templates import Template
+    from dlnflow.graph.templates import Template
 
     template = value_or_dlnflow_error(lambda: Template.from_spec(source))
     if template is not None:

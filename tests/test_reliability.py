@@ -30,7 +30,7 @@ from server import FakeOpenAI, Reply, default_completion
 from standin import StandIn
 
 import dlnflow
-from dlnflow.cache import CallCache
+from dlnflow.runtime.cache import CallCache
 from dlnflow.cli import cli
 from dlnflow.cli.render import INTERRUPTED
 
@@ -62,8 +62,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def install_standin(monkeypatch: pytest.MonkeyPatch) -> None:
     model = colour_rules(StandIn())
-    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: model)
-    monkeypatch.setattr("dlnflow.dryrun.light_backend", lambda settings, base: model)
+    monkeypatch.setattr("dlnflow.training.network.make_backend", lambda settings, base: model)
+    monkeypatch.setattr("dlnflow.planning.sweep.light_backend", lambda settings, base: model)
 
 
 def lock_text(overrides: dict[str, Any] | None, models: str = "{}") -> str:
@@ -218,7 +218,7 @@ def test_train_with_a_read_only_spec_folder_keeps_the_run_and_says_where_the_loc
             raise OSError(errno.EROFS, "Read-only file system")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("dlnflow.lock.tempfile.mkstemp", read_only_beside_the_spec)
+    monkeypatch.setattr("dlnflow._util.files.tempfile.mkstemp", read_only_beside_the_spec)
     result = CliRunner().invoke(cli, ["--json", "train", str(spec)])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)

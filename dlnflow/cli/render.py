@@ -11,8 +11,8 @@ from typing import Any, TextIO
 
 import click
 
-from dlnflow.errors import DataError, DlnflowError, SpecError
-from dlnflow.redact import redact, redact_data
+from dlnflow._util.redact import redact, redact_data
+from dlnflow.core.errors import DataError, DlnflowError, SpecError
 
 
 ROLES: dict[str, dict[str, Any]] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dlnflow.bounded import DATA_BYTES, lone_surrogate
+from dlnflow.core.bounded import DATA_BYTES, lone_surrogate
 
 from dlnflow.cli.common import SPEC_ARG, open_network, use_lock
 from dlnflow.cli.context import app
