@@ -33,6 +33,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from dlnflow.cli.render import error_payload
 from dlnflow.core.errors import DlnflowError
@@ -41,6 +42,8 @@ from dlnflow.spec.compiler import compile_spec
 from dlnflow.spec.settings import DataSettings, SplitSettings
 
 pytestmark = pytest.mark.fuzz
+HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="dlnflow-hypothesis-")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)  # its caches stay out of the checkout
 
 settings.register_profile("ci", max_examples=60, deadline=5000, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -76,6 +79,7 @@ def work() -> Iterator[Path]:
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(HYPOTHESIS_HOME, ignore_errors=True)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start
     assert grown < MEMORY_GROWTH_KB, f"fuzzing grew the peak resident size by {grown} KB"
 
