@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlnflow import lock as lockmod
 from dlnflow.aggregate import PointResult, best_point, group_points
@@ -38,7 +38,11 @@ from dlnflow.pipeline import Pipeline
 from dlnflow.settings import BudgetSettings
 from dlnflow.trainer import Progress, Trainer
 
+if TYPE_CHECKING:
+    from dlnflow.tracking import RunTracker
+
 Listener = Callable[[dict[str, Any]], None]
+TrackerFor = Callable[["RunState"], "RunTracker | None"]
 
 
 @dataclass
@@ -119,8 +123,13 @@ class Sweep:
 
     # -- training -------------------------------------------------------------------------------
     def run(self, budget: BudgetSettings | None = None, progress: Progress | None = None,
-            listen: Listener | None = None, predict: bool = True) -> list[RunState]:
-        """Train every unfinished run in order; ``listen`` hears ``start``/``done``/``skip`` events."""
+            listen: Listener | None = None, predict: bool = True, track: TrackerFor | None = None,
+            ) -> list[RunState]:
+        """Train every unfinished run in order; ``listen`` hears ``start``/``done``/``skip`` events.
+
+        ``track(state)`` may give a tracker (:mod:`dlnflow.tracking`) per run; a skipped run's
+        tracker is fed from its run folder.
+        """
         budget = budget or BudgetSettings()
         tell = listen or (lambda event: None)
         calls = tokens = 0
@@ -130,12 +139,13 @@ class Sweep:
                 if s.summary is not None:
                     s.skipped = True
                     tell({"event": "skip", "run": s})
+                    self._replay(s, track)
                     continue
                 tell({"event": "start", "run": s})
                 s.net.override(budget=BudgetSettings(_left(budget.max_calls, calls),
                                                      _left(budget.max_tokens, tokens)))
                 try:
-                    usage = self._train(s, progress, predict)
+                    usage = self._train(s, progress, predict, track(s) if track else None)
                 except BudgetExceeded as exc:
                     raise BudgetExceeded(self._stopped(s, budget, calls, tokens, exc)) from exc
                 finally:
@@ -151,10 +161,19 @@ class Sweep:
                 anchor.close()
         return self.states
 
-    def _train(self, s: RunState, progress: Progress | None, predict: bool) -> dict[str, Any]:
+    @staticmethod
+    def _replay(s: RunState, track: TrackerFor | None) -> None:
+        tracker = track(s) if track else None
+        if tracker is not None:
+            from dlnflow.tracking import replay
+
+            replay(tracker, s.run_dir)
+
+    def _train(self, s: RunState, progress: Progress | None, predict: bool, tracker: RunTracker | None,
+               ) -> dict[str, Any]:
         prediction = plan_network(s.net, s.point.label).predicted() if predict else None
         trainer = Trainer(s.net, progress, write_lock=False, run_dir=s.run_dir, prediction=prediction,
-                          overrides=s.point.overrides)
+                          overrides=s.point.overrides, tracker=tracker)
         result = trainer.fit()
         s.summary = json.loads((s.run_dir / SUMMARY).read_text(encoding="utf-8"))
         return result.usage

@@ -15,6 +15,7 @@ import click
 
 from dlnflow import __version__
 from dlnflow.cli.context import AppContext
+from dlnflow.cli.flags import with_global_flags
 from dlnflow.cli.render import render_error
 from dlnflow.errors import DlnflowError
 
@@ -45,7 +46,7 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
+        return with_global_flags(command)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -1,0 +1,319 @@
+"""Experiment tracking: a training run (or a sweep) logged to MLflow.
+
+Turned on by ``dlnflow train --track mlflow`` or a ``tracking:`` section in the spec
+(``tracking: {backend: mlflow, uri: ..., experiment: ...}``); ``--track none`` turns a spec's
+section off. The tracking URI is ``$DLNFLOW_TRACKING_URI`` if set, else the section's ``uri``,
+else ``sqlite:///<project root>/mlflow.db``. A plain path (no scheme) in the section is a folder
+relative to the spec, used as a file store.
+
+What is logged per run: parameters (spec name and file, loss, data settings, every training
+hyperparameter, the seed, each model's identity, a sweep's overrides), metrics with
+``step=iteration`` (batch accuracy, dev accuracy at validation points, backend calls, tokens,
+cache hit rate), the final dev/test accuracy before and after, and as artifacts ``log.jsonl``,
+``summary.json``, the lock file and the HTML report. A sweep is a parent run (its settings,
+the best point, the lock and the sweep's HTML report) with one child run per seed x setting;
+runs a sweep skips because they finished earlier are logged from their folders.
+
+Tracking never changes or fails training: the first failure (MLflow missing, a store that
+cannot be written, ...) is reported once through ``warn`` and tracking stops for that command.
+``mlflow`` is imported only here, and only when tracking is on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dlnflow.errors import InputError
+
+if TYPE_CHECKING:
+    from dlnflow.pipeline import Pipeline
+
+ENV_URI = "DLNFLOW_TRACKING_URI"
+BACKENDS = ("mlflow",)
+CHOICES = ("mlflow", "none")
+PARAM_LIMIT = 500
+"""Longest parameter value logged (MLflow allows more; long values are prompts, kept as artifacts)."""
+
+Warn = Callable[[str], None]
+
+
+class RunTracker(Protocol):
+    """What :class:`~dlnflow.trainer.Trainer` tells a tracker. Implementations never raise."""
+
+    def record(self, record: dict[str, Any]) -> None: ...
+
+    def finished(self, summary: dict[str, Any], run_dir: Path, lock: Path | None) -> None: ...
+
+    def failed(self, why: str, run_dir: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where to log: the backend, its URI and the experiment name."""
+
+    backend: str
+    uri: str
+    experiment: str
+
+
+def _uri_from_spec(value: str, spec_dir: Path) -> str:
+    if "://" in value or value.startswith("file:"):
+        return value
+    return (spec_dir / value).resolve().as_uri()
+
+
+def tracking_settings(pipeline: Pipeline, track: str | None = None) -> TrackingSettings | None:
+    """The tracking a command should do (``None``: none), from ``--track``, the spec and the environment."""
+    from dlnflow.cache import find_project_root
+
+    section = pipeline.spec.get("tracking") or {}
+    if track is not None and track not in CHOICES:
+        raise InputError(f"--track {track!r}: choose one of {', '.join(CHOICES)}")
+    backend = track if track is not None else section.get("backend")
+    if backend in (None, "none"):
+        return None
+    spec_dir = pipeline.spec_path.parent
+    uri = os.environ.get(ENV_URI) or (_uri_from_spec(section["uri"], spec_dir) if section.get("uri") else None)
+    if not uri:
+        uri = f"sqlite:///{find_project_root(spec_dir) / 'mlflow.db'}"
+    return TrackingSettings(str(backend), uri, str(section.get("experiment") or pipeline.name))
+
+
+def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flat(f"{prefix}.{key}" if prefix else str(key), sub, out)
+        return
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    out[prefix] = text if len(text) <= PARAM_LIMIT else text[: PARAM_LIMIT - 1] + "…"
+
+
+def run_params(pipeline: Pipeline, identities: dict[str, Any], overrides: dict[str, Any] | None = None,
+               ) -> dict[str, str]:
+    """The parameters of one run, flattened to ``dotted.name -> text``."""
+    from dlnflow.lock import public_identity
+
+    data = {k: v for k, v in asdict(pipeline.data).items() if k != "path"}
+    out: dict[str, str] = {}
+    _flat("", {"spec": {"name": pipeline.name, "file": pipeline.spec_path.name, "loss": pipeline.loss,
+                        "layers": [la.name for la in pipeline.graph]},
+               "data": data, "train": pipeline.train.hyperparameters(), "seed": pipeline.train.seed,
+               "model": {k: public_identity(v) for k, v in identities.items()}}, out)
+    if overrides:
+        _flat("override", {k.replace(".", "_"): v for k, v in overrides.items()}, out)
+    return out
+
+
+def step_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The metrics of one log record (logged with ``step = record["iteration"]``).
+
+    >>> step_metrics({"iteration": 2, "batch_accuracy": 0.5, "dev": 0.75,
+    ...               "usage": {"backend_calls": 30, "cache_hits": 10, "prompt_tokens": 900,
+    ...                         "completion_tokens": 20}})
+    {'batch_accuracy': 0.5, 'dev_accuracy': 0.75, 'calls': 30.0, 'tokens': 920.0, 'cache_hit_rate': 0.25}
+    """
+    out: dict[str, float] = {}
+    if isinstance(record.get("batch_accuracy"), int | float):
+        out["batch_accuracy"] = float(record["batch_accuracy"])
+    if isinstance(record.get("dev"), int | float):
+        out["dev_accuracy"] = float(record["dev"])
+    usage = record.get("usage")
+    if isinstance(usage, dict):
+        calls, hits = int(usage.get("backend_calls", 0)), int(usage.get("cache_hits", 0))
+        out["calls"] = float(calls)
+        out["tokens"] = float(int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0)))
+        out["cache_hit_rate"] = hits / (calls + hits) if calls + hits else 0.0
+    return out
+
+
+class _Store:
+    """One MLflow client for a command, and the single warning when tracking fails."""
+
+    def __init__(self, settings: TrackingSettings, warn: Warn):
+        self.settings = settings
+        self.warn = warn
+        self.broken = False
+        self._client: Any = None
+        self._experiment: str | None = None
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Run a tracking step; on the first failure warn once and stop tracking."""
+        if self.broken:
+            return
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - tracking must never fail training
+            self.broken = True
+            self.warn(f"MLflow tracking stopped ({what} failed: {type(exc).__name__}: {exc}); "
+                      f"training goes on untracked. Tracking URI: {self.settings.uri}")
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                from mlflow.tracking import MlflowClient
+            except ImportError as exc:
+                raise RuntimeError("mlflow is not installed; pip install 'dlnflow[mlflow]'") from exc
+            self._client = MlflowClient(tracking_uri=self.settings.uri)
+        return self._client
+
+    def experiment_id(self) -> str:
+        if self._experiment is None:
+            found = self.client.get_experiment_by_name(self.settings.experiment)
+            self._experiment = (found.experiment_id if found is not None
+                                else self.client.create_experiment(self.settings.experiment))
+        return self._experiment
+
+    def start(self, name: str, params: dict[str, str], parent: str | None = None, kind: str = "run") -> str:
+        tags = {"mlflow.source.name": "dlnflow", "dlnflow.kind": kind}
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
+        run_id = str(run.info.run_id)
+        self.log_params(run_id, params)
+        return run_id
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def log_files(self, run_id: str, paths: list[Path]) -> None:
+        for path in paths:
+            if path.is_file():
+                self.client.log_artifact(run_id, str(path))
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text, encoding="utf-8")
+            self.client.log_artifact(run_id, str(path))
+
+    def end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+
+class MlflowRun:
+    """One training run as an MLflow run (a :class:`RunTracker`)."""
+
+    def __init__(self, store: _Store, name: str, params: dict[str, str], parent: str | None = None):
+        self.store = store
+        self.run_id: str | None = None
+        with store.guard("starting the run"):
+            self.run_id = store.start(name, params, parent)
+
+    def _ok(self) -> bool:
+        return self.run_id is not None and not self.store.broken
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self._ok():
+            with self.store.guard("logging metrics"):
+                self.store.log_metrics(str(self.run_id), step_metrics(record), int(record.get("iteration", 0)))
+
+    def finished(self, summary: dict[str, Any], run_dir: Path, lock: Path | None) -> None:
+        if not self._ok():
+            return
+        run_id = str(self.run_id)
+        with self.store.guard("logging the results"):
+            metrics = {f"final_{k}": float(v) for k, v in (summary.get("metrics") or {}).items()}
+            self.store.log_metrics(run_id, metrics, int(summary.get("iterations_run", 0)))
+            self.store.log_files(run_id, [run_dir / "log.jsonl", run_dir / "summary.json"]
+                                 + ([lock] if lock is not None else []))
+            self.store.log_text(run_id, _run_html(run_dir), "report.html")
+            self.store.end(run_id, "FINISHED")
+
+    def failed(self, why: str, run_dir: Path) -> None:
+        if self._ok():
+            run_id = str(self.run_id)
+            with self.store.guard("logging the failure"):
+                self.store.client.set_tag(run_id, "dlnflow.failure", why[:PARAM_LIMIT])
+                self.store.log_files(run_id, [run_dir / "log.jsonl.partial"])
+                self.store.end(run_id, "FAILED")
+
+
+def _run_html(run_dir: Path) -> str:
+    from dlnflow.report_html import render_run_html
+
+    return render_run_html(run_dir)
+
+
+def _default_warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def run_tracker(settings: TrackingSettings | None, pipeline: Pipeline, identities: dict[str, Any],
+                name: str, warn: Warn = _default_warn) -> MlflowRun | None:
+    """A tracker for one training run (``None`` when tracking is off)."""
+    if settings is None:
+        return None
+    store = _Store(settings, warn)
+    return MlflowRun(store, name, run_params(pipeline, identities))
+
+
+def replay(tracker: RunTracker, run_dir: Path) -> None:
+    """Log a finished run from its folder (a run a sweep skipped): every record, then the summary."""
+    from dlnflow.report import read_records, read_summary
+
+    records, _ = read_records(run_dir)
+    for record in records:
+        tracker.record(record)
+    summary = read_summary(run_dir)
+    if summary is not None:
+        tracker.finished(summary, run_dir, None)
+
+
+class SweepTracking:
+    """A sweep as a parent MLflow run with one child run per seed x setting."""
+
+    def __init__(self, settings: TrackingSettings, base: Pipeline, matrix: dict[str, Any], warn: Warn = _default_warn):
+        self.store = _Store(settings, warn)
+        self.parent: str | None = None
+        params: dict[str, str] = {}
+        _flat("", {"spec": {"name": base.name, "file": base.spec_path.name}, "sweep": matrix}, params)
+        with self.store.guard("starting the sweep's run"):
+            self.parent = self.store.start(f"sweep {base.name}", params, kind="sweep")
+
+    def child(self, pipeline: Pipeline, identities: dict[str, Any], name: str,
+              overrides: dict[str, Any]) -> MlflowRun | None:
+        """The tracker of one run of the sweep (``None`` once tracking has failed)."""
+        if self.parent is None or self.store.broken:
+            return None
+        params: dict[str, str] = {}
+        with self.store.guard("collecting a run's parameters"):
+            params = run_params(pipeline, identities, overrides)
+        return MlflowRun(self.store, name, params, parent=self.parent)
+
+    def finished(self, best: dict[str, float], lock: Path | None, html: Callable[[], str]) -> None:
+        """Close the parent run: the best point's mean metrics, the lock and the sweep's report."""
+        if self.parent is None or self.store.broken:
+            return
+        with self.store.guard("logging the sweep's results"):
+            self.store.log_metrics(self.parent, {f"best_mean_{k}": v for k, v in best.items()}, 0)
+            self.store.log_files(self.parent, [lock] if lock is not None else [])
+            self.store.log_text(self.parent, html(), "report.html")
+            self.store.end(self.parent, "FINISHED")
+
+    def failed(self, why: str) -> None:
+        if self.parent is not None and not self.store.broken:
+            with self.store.guard("logging the sweep's failure"):
+                self.store.client.set_tag(self.parent, "dlnflow.failure", why[:PARAM_LIMIT])
+                self.store.end(self.parent, "FAILED")
