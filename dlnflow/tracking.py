@@ -282,35 +282,53 @@ def replay(tracker: RunTracker, run_dir: Path) -> None:
 
 
 class SweepTracking:
-    """A sweep as a parent MLflow run with one child run per seed x setting."""
+    """A sweep (:class:`dlnflow.sweep.Sweep`) as a parent MLflow run with one child run per seed x setting."""
 
-    def __init__(self, settings: TrackingSettings, base: Pipeline, matrix: dict[str, Any], warn: Warn = _default_warn):
+    def __init__(self, settings: TrackingSettings, sweep: Any, warn: Warn = _default_warn):
         self.store = _Store(settings, warn)
+        self.sweep = sweep
         self.parent: str | None = None
+        base = sweep.base
         params: dict[str, str] = {}
-        _flat("", {"spec": {"name": base.name, "file": base.spec_path.name}, "sweep": matrix}, params)
+        _flat("", {"spec": {"name": base.name, "file": base.spec_path.name}, "sweep": sweep.matrix.as_dict()},
+              params)
         with self.store.guard("starting the sweep's run"):
             self.parent = self.store.start(f"sweep {base.name}", params, kind="sweep")
 
-    def child(self, pipeline: Pipeline, identities: dict[str, Any], name: str,
-              overrides: dict[str, Any]) -> MlflowRun | None:
-        """The tracker of one run of the sweep (``None`` once tracking has failed)."""
+    def child(self, state: Any) -> MlflowRun | None:
+        """The tracker of one run of the sweep (a :class:`~dlnflow.sweep.RunState`); ``None`` once
+        tracking has failed. A finished run's model identities come from its summary (no model is loaded)."""
         if self.parent is None or self.store.broken:
             return None
         params: dict[str, str] = {}
         with self.store.guard("collecting a run's parameters"):
-            params = run_params(pipeline, identities, overrides)
-        return MlflowRun(self.store, name, params, parent=self.parent)
+            config = (state.summary or {}).get("config") or {}
+            identities = config.get("identities") or state.net.identities()
+            params = run_params(state.net.pipeline, identities, state.point.overrides)
+        return MlflowRun(self.store, f"{self.sweep.base.name} {state.run_dir.name}", params, parent=self.parent)
 
-    def finished(self, best: dict[str, float], lock: Path | None, html: Callable[[], str]) -> None:
-        """Close the parent run: the best point's mean metrics, the lock and the sweep's report."""
+    def finished(self, lock: Path | None) -> None:
+        """Close the parent run: the best point's mean metrics, the lock and the sweep's HTML report."""
         if self.parent is None or self.store.broken:
             return
+        from dlnflow.aggregate import best_point
+
         with self.store.guard("logging the sweep's results"):
-            self.store.log_metrics(self.parent, {f"best_mean_{k}": v for k, v in best.items()}, 0)
+            points = self.sweep.points()
+            best = best_point(points)
+            if best is not None:
+                means = {f"best_mean_{k}": v.mean for k, v in points[best].metrics.items()}
+                self.store.log_metrics(self.parent, means, 0)
             self.store.log_files(self.parent, [lock] if lock is not None else [])
-            self.store.log_text(self.parent, html(), "report.html")
+            self.store.log_text(self.parent, self._html(), "report.html")
             self.store.end(self.parent, "FINISHED")
+
+    def _html(self) -> str:
+        from dlnflow.report_html import render_sweep_html, sweep_view_of
+
+        base = self.sweep.base
+        runs = [(s.point, s.run_dir) for s in self.sweep.states]
+        return render_sweep_html(sweep_view_of(base.name, base.spec_path.name, runs))
 
     def failed(self, why: str) -> None:
         if self.parent is not None and not self.store.broken:

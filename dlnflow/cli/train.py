@@ -30,9 +30,14 @@ USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens
               help="Stop before more than N real tokens could be spent (for the whole command).")
 @click.option("--dry-run", is_flag=True,
               help="Predict the calls and tokens training needs (cached vs new) without calling a model.")
+@click.option("--track", type=click.Choice(["mlflow", "none"]),
+              help="Log the run (a sweep: a parent run and one child per run) to MLflow; `none` turns off the "
+                   "spec's tracking section. URI: $DLNFLOW_TRACKING_URI, else tracking.uri, else mlflow.db "
+                   "at the project root.")
 @click.pass_context
 def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, sets: tuple[str, ...],
-          iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool) -> None:
+          iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool,
+          track: str | None) -> None:
     """Train the prompts of SPEC and write SPEC's lock file beside it.
 
     Runs the method in the spec's `train` section (dln1, vi, ape, fewshot or none),
@@ -57,6 +62,7 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
       dlnflow --json train pipelines/quickstart.yaml --seed 7
       dlnflow train pipelines/quickstart.yaml --seeds 13,42,25 --set train.prompt_candidates=3,5
       dlnflow train pipelines/navigate-dln2.yaml --iterations 2 --max-calls 500
+      dlnflow train pipelines/quickstart.yaml --track mlflow
     """
     from dlnflow.compiler import compile_spec
     from dlnflow.experiments import matrix_for, parse_seeds, parse_set
@@ -80,14 +86,16 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     budget = BudgetSettings(max_calls if max_calls is not None else base.train.budget.max_calls,
                             max_tokens if max_tokens is not None else base.train.budget.max_tokens)
     from dlnflow.sweep import Sweep
+    from dlnflow.tracking import tracking_settings
 
     sweep = Sweep(base, matrix, a.resolve_cache_dir(spec.parent), a.cache_mode)
+    tracking = None if dry_run else tracking_settings(base, track)
     if dry_run:
         _dry_run(a, sweep, is_sweep, budget)
     elif is_sweep:
-        _train_sweep(a, spec, sweep, budget)
+        _train_sweep(a, spec, sweep, budget, tracking)
     else:
-        _train_one(a, spec, sweep, budget)
+        _train_one(a, spec, sweep, budget, tracking)
 
 
 def _dry_run(a: AppContext, sweep: Any, is_sweep: bool, budget: BudgetSettings) -> None:
@@ -125,8 +133,9 @@ def _vs(predicted: dict[str, Any] | None, payload: dict[str, Any]) -> str:
             f"{payload['prompt_tokens']} + {payload['completion_tokens']} tokens")
 
 
-def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) -> None:
+def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings, tracking: Any) -> None:
     from dlnflow.dryrun import plan_network
+    from dlnflow.tracking import run_tracker
     from dlnflow.trainer import Trainer
 
     s = sweep.states[0]
@@ -141,10 +150,15 @@ def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) ->
         a.info(f"predicted: {plan.new_calls} new backend calls, {plan.cached_calls} cached"
                + ("" if plan.exact else " (estimate)"))
         overrides = s.point.fixed or None
+        tracker = None
+        if tracking is not None:
+            a.info(f"tracking to MLflow at {tracking.uri}, experiment {tracking.experiment!r}")
+            tracker = run_tracker(tracking, net.pipeline, net.identities(), f"{net.pipeline.name} {s.run_dir.name}",
+                                  warn=a.warn)
         bar = _progress(a)
         try:
             result = Trainer(net, progress=bar, run_dir=s.run_dir if overrides else None,
-                             prediction=plan.predicted(), overrides=overrides).fit()
+                             prediction=plan.predicted(), overrides=overrides, tracker=tracker).fit()
         finally:
             bar.close()
         payload = result.as_dict()
@@ -172,7 +186,7 @@ def _run_row(s: Any) -> dict[str, Any]:
             "predicted": None if s.skipped else summary.get("predicted")}
 
 
-def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) -> None:
+def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings, tracking: Any) -> None:
     from dlnflow.aggregate import markdown_table
     from dlnflow.experiments import point_label
 
@@ -195,11 +209,23 @@ def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) 
             a.info(f"{where}: dev {pct(m['dev_before'])} -> {pct(m['dev'])}, test {pct(m['test'])}, "
                    f"{s.summary['backend_calls']} backend calls")
 
+    parent = None
+    if tracking is not None:
+        from dlnflow.tracking import SweepTracking
+
+        a.info(f"tracking to MLflow at {tracking.uri}, experiment {tracking.experiment!r}")
+        parent = SweepTracking(tracking, sweep, warn=a.warn)
     try:
-        sweep.run(budget, progress=bar, listen=listen)
+        sweep.run(budget, progress=bar, listen=listen, track=parent.child if parent else None)
+    except BaseException as exc:
+        if parent is not None:
+            parent.failed(f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         bar.close()
     lock = sweep.write_lock()
+    if parent is not None:
+        parent.finished(lock)
     rows = [_run_row(s) for s in sweep.states]
     totals = {k: sum(r[k] for r in rows) for k in USAGE_KEYS}
     predicted = {k: sum((r["predicted"] or {}).get(k, 0) for r in rows) for k in USAGE_KEYS}
