@@ -87,6 +87,20 @@ def tracking_settings(pipeline: Pipeline, track: str | None = None) -> TrackingS
     return TrackingSettings(str(backend), uri, str(section.get("experiment") or pipeline.name))
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside an SQLite store (MLflow's default would be
+    ``./mlruns`` under the current folder); other stores decide for themselves (``None``).
+
+    >>> artifact_location("sqlite:////tmp/runs/mlflow.db")
+    'file:///tmp/runs/mlartifacts'
+    >>> artifact_location("http://127.0.0.1:5000") is None
+    True
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):]).resolve().parent.joinpath("mlartifacts").as_uri()
+
+
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
     if isinstance(value, dict):
         for key, sub in value.items():
@@ -169,8 +183,8 @@ class _Store:
     def experiment_id(self) -> str:
         if self._experiment is None:
             found = self.client.get_experiment_by_name(self.settings.experiment)
-            self._experiment = (found.experiment_id if found is not None
-                                else self.client.create_experiment(self.settings.experiment))
+            self._experiment = (found.experiment_id if found is not None else self.client.create_experiment(
+                self.settings.experiment, artifact_location=artifact_location(self.settings.uri)))
         return self._experiment
 
     def start(self, name: str, params: dict[str, str], parent: str | None = None, kind: str = "run") -> str:

@@ -12,7 +12,7 @@ ROOT = TESTS.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(TESTS))
 
-pytest_plugins = ["server"]
+pytest_plugins = ["server", "quickstart_run"]
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,22 @@ def _dry_run(a: AppContext, sweep: Any, is_sweep: bool, budget: BudgetSettings) 
     a.emit(payload, "\n".join([plan.text(), *(f"warning: {w}" for w in warnings)]))
 
 
+class _Notes:
+    """Tracking warnings: shown on stderr and kept for the JSON payload."""
+
+    def __init__(self, a: AppContext):
+        self.a = a
+        self.warnings: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.warnings.append(message)
+        self.a.warn(message)
+
+    def payload(self, tracking: Any, run_id: str | None) -> dict[str, Any]:
+        return {"backend": tracking.backend, "uri": tracking.uri, "experiment": tracking.experiment,
+                "run_id": run_id, "warnings": self.warnings}
+
+
 def _progress(a: AppContext) -> ProgressLine:
     return ProgressLine(enabled=not a.quiet and not a.as_json, verbose=a.verbosity > 0)
 
@@ -150,11 +166,11 @@ def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings, tr
         a.info(f"predicted: {plan.new_calls} new backend calls, {plan.cached_calls} cached"
                + ("" if plan.exact else " (estimate)"))
         overrides = s.point.fixed or None
-        tracker = None
+        tracker, notes = None, _Notes(a)
         if tracking is not None:
             a.info(f"tracking to MLflow at {tracking.uri}, experiment {tracking.experiment!r}")
             tracker = run_tracker(tracking, net.pipeline, net.identities(), f"{net.pipeline.name} {s.run_dir.name}",
-                                  warn=a.warn)
+                                  warn=notes)
         bar = _progress(a)
         try:
             result = Trainer(net, progress=bar, run_dir=s.run_dir if overrides else None,
@@ -162,6 +178,8 @@ def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings, tr
         finally:
             bar.close()
         payload = result.as_dict()
+        if tracker is not None:
+            payload["tracking"] = notes.payload(tracking, tracker.run_id)
         m = result.metrics
         lines = [
             f"dev accuracy:  {pct(m['dev_before'])} before -> {pct(m['dev'])} after",
@@ -209,12 +227,12 @@ def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings, 
             a.info(f"{where}: dev {pct(m['dev_before'])} -> {pct(m['dev'])}, test {pct(m['test'])}, "
                    f"{s.summary['backend_calls']} backend calls")
 
-    parent = None
+    parent, notes = None, _Notes(a)
     if tracking is not None:
         from dlnflow.tracking import SweepTracking
 
         a.info(f"tracking to MLflow at {tracking.uri}, experiment {tracking.experiment!r}")
-        parent = SweepTracking(tracking, sweep, warn=a.warn)
+        parent = SweepTracking(tracking, sweep, warn=notes)
     try:
         sweep.run(budget, progress=bar, listen=listen, track=parent.child if parent else None)
     except BaseException as exc:
@@ -237,6 +255,8 @@ def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings, 
         "predicted": predicted, "runs": rows, "points": [p.as_dict() for p in points],
         "best": sweep.summary().get("best"),
     }
+    if parent is not None:
+        payload["tracking"] = notes.payload(tracking, parent.parent)
     lines = [markdown_table(points, point_label), ""]
     if best is not None:
         lines.append(f"best: {point_label(best[1].point.settings)} (seed {best[1].point.seed}), "
