@@ -38,17 +38,26 @@ SPLIT_TITLES = {"dev_before": "dev, before", "dev": "dev, after", "test_before":
 
 
 def word_diff(old: str, new: str) -> list[tuple[str, str]]:
-    """``(op, text)`` pieces turning ``old`` into ``new`` word by word; ``op`` is same, del or ins."""
+    """``(op, text)`` pieces turning ``old`` into ``new`` word by word; ``op`` is same, del or ins.
+
+    Changes separated only by whitespace are joined, so a rewritten sentence reads as one
+    deletion and one insertion rather than alternating words.
+    """
     a, b = re.split(r"(\s+)", old), re.split(r"(\s+)", new)
-    out: list[tuple[str, str]] = []
+    groups: list[list[int]] = []  # [i1, i2, j1, j2, changed]
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if op == "equal":
+        changed = op != "equal"
+        blank = not changed and not "".join(a[i1:i2]).strip()
+        if groups and groups[-1][4] and (changed or blank):
+            groups[-1][1], groups[-1][3] = i2, j2  # extend the open change
+            continue
+        groups.append([i1, i2, j1, j2, int(changed)])
+    out: list[tuple[str, str]] = []
+    for i1, i2, j1, j2, changed in groups:
+        if not changed:
             out.append(("same", "".join(a[i1:i2])))
             continue
-        if op in ("delete", "replace"):
-            out.append(("del", "".join(a[i1:i2])))
-        if op in ("insert", "replace"):
-            out.append(("ins", "".join(b[j1:j2])))
+        out += [("del", "".join(a[i1:i2])), ("ins", "".join(b[j1:j2]))]
     return [(op, text) for op, text in out if text]
 
 
