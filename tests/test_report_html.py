@@ -10,7 +10,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 from helpers import standin, write_spec  # noqa: F401
 from standin import StandIn
