@@ -3,8 +3,8 @@
 Turned on by ``dlnflow train --track mlflow`` or a ``tracking:`` section in the spec
 (``tracking: {backend: mlflow, uri: ..., experiment: ...}``); ``--track none`` turns a spec's
 section off. The tracking URI is ``$DLNFLOW_TRACKING_URI`` if set, else the section's ``uri``,
-else ``sqlite:///<project root>/mlflow.db``. A plain path (no scheme) in the section is a folder
-relative to the spec, used as a file store.
+else ``sqlite:///<project root>/mlflow.db``. A plain path (no scheme) in the section is an SQLite
+database file relative to the spec (MLflow 3 refuses plain-folder stores unless told otherwise).
 
 What is logged per run: parameters (spec name and file, loss, data settings, every training
 hyperparameter, the seed, each model's identity, a sweep's overrides), metrics with
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -65,9 +66,16 @@ class TrackingSettings:
 
 
 def _uri_from_spec(value: str, spec_dir: Path) -> str:
-    if "://" in value or value.startswith("file:"):
+    """A URI as written, or a plain path as an SQLite database relative to the spec.
+
+    >>> _uri_from_spec("runs/mlflow.db", Path("/work/pipelines"))
+    'sqlite:////work/pipelines/runs/mlflow.db'
+    >>> _uri_from_spec("http://127.0.0.1:5000", Path("/work/pipelines"))
+    'http://127.0.0.1:5000'
+    """
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
         return value
-    return (spec_dir / value).resolve().as_uri()
+    return f"sqlite:///{(spec_dir / value).resolve()}"
 
 
 def tracking_settings(pipeline: Pipeline, track: str | None = None) -> TrackingSettings | None:

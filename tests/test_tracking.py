@@ -117,7 +117,7 @@ def test_a_broken_store_changes_nothing_but_warns_once(standin: StandIn, tmp_pat
         spec = write_spec(folder)
         if folder == tracked:
             (folder / "blocker").write_text("a file where the store's folder should be\n")
-            spec.write_text(spec.read_text() + "tracking: {backend: mlflow, uri: blocker/store}\n")
+            spec.write_text(spec.read_text() + "tracking: {backend: mlflow, uri: blocker/store.db}\n")
         monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(folder / "runs"))
         result = CliRunner().invoke(cli, ["train", str(spec)])
         assert result.exit_code == 0, result.output
@@ -136,10 +136,10 @@ def test_where_tracking_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     on = tracking_settings(compile_spec(spec), "mlflow")
     assert on is not None and on.experiment == "tiny" and on.uri.startswith("sqlite:///") and on.uri.endswith(
         "/mlflow.db")
-    spec.write_text(spec.read_text() + "tracking: {backend: mlflow, uri: store, experiment: colours}\n")
+    spec.write_text(spec.read_text() + "tracking: {backend: mlflow, uri: store.db, experiment: colours}\n")
     from_spec = tracking_settings(compile_spec(spec))
     assert from_spec is not None
-    assert (from_spec.uri, from_spec.experiment) == ((tmp_path / "store").as_uri(), "colours")
+    assert (from_spec.uri, from_spec.experiment) == (f"sqlite:///{tmp_path.resolve() / 'store.db'}", "colours")
     assert tracking_settings(compile_spec(spec), "none") is None
     monkeypatch.setenv("DLNFLOW_TRACKING_URI", "sqlite:////elsewhere/m.db")
     env = tracking_settings(compile_spec(spec))
