@@ -111,20 +111,19 @@ def _anchor(run_id: str) -> str:
 
 
 def curve_data_uri(report: RunReport) -> str:
-    """The learning curve as an inline SVG ``data:`` URI (an ``<img>`` keeps its ids to itself)."""
-    fig = learning_curve_svg_figure(report)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    """The learning curve as an inline SVG ``data:`` URI (an ``<img>`` keeps its ids to itself).
 
-
-def learning_curve_svg_figure(report: RunReport) -> Any:
+    Text stays text (``svg.fonttype: none``) and ids are salted with the run id, so the same run
+    always gives the same bytes.
+    """
     import matplotlib
 
     from dlnflow.report import learning_curve_figure
 
+    buf = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": report.run_id}):
-        return learning_curve_figure(report)
+        learning_curve_figure(report).savefig(buf, format="svg", metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _prompt_key(state: dict[str, Any], layer: str) -> str | None:

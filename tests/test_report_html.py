@@ -6,6 +6,7 @@ checked by ``test_report_browser.py``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -32,7 +33,10 @@ def test_word_diff_round_trips() -> None:
 
 
 def test_single_run_page(tmp_path: Path) -> None:
-    html = render_run_html(fabricate(tmp_path))
+    run = fabricate(tmp_path)
+    html = render_run_html(run)
+    assert render_run_html(run) == html  # the same run gives the same bytes (no dates, salted ids)
+    assert "<text" in _curve_svg(html)  # text kept as text in the inline SVG
     assert '<section class="run" id="run-seed1-abcdef12">' in html
     assert html.count('<table class="candidates">') == 4  # one per iteration
     # iteration 3 replaced the prompt: its diff deletes the example and inserts the rule
@@ -41,6 +45,12 @@ def test_single_run_page(tmp_path: Path) -> None:
     assert "Not recorded for this run" in html  # a summary without label counts (older runs)
     assert "<h3>Time per operation</h3>" not in html
     assert "25.0% → 75.0%" in html and "30.0% → 70.0%" in html
+
+
+def _curve_svg(html: str) -> str:
+    found = re.search(r'<img class="curve" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
+    assert found is not None
+    return base64.b64decode(found.group(1)).decode("utf-8")
 
 
 def test_prompts_are_escaped_and_long_ones_fold(tmp_path: Path) -> None:
