@@ -168,12 +168,13 @@ class _Store:
 
     @contextmanager
     def guard(self, what: str) -> Iterator[None]:
-        """Run a tracking step; on the first failure warn once and stop tracking."""
-        if self.broken:
-            return
+        """Run a tracking step; on the first failure warn once and stop tracking (callers check
+        ``broken`` before starting a step; a failure after that is swallowed without a second warning)."""
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - tracking must never fail training
+            if self.broken:
+                return
             self.broken = True
             self.warn(f"MLflow tracking stopped ({what} failed: {type(exc).__name__}: {exc}); "
                       f"training goes on untracked. Tracking URI: {self.settings.uri}")
@@ -238,8 +239,9 @@ class MlflowRun:
     def __init__(self, store: _Store, name: str, params: dict[str, str], parent: str | None = None):
         self.store = store
         self.run_id: str | None = None
-        with store.guard("starting the run"):
-            self.run_id = store.start(name, params, parent)
+        if not store.broken:
+            with store.guard("starting the run"):
+                self.run_id = store.start(name, params, parent)
 
     def _ok(self) -> bool:
         return self.run_id is not None and not self.store.broken
@@ -288,7 +290,10 @@ def run_tracker(settings: TrackingSettings | None, pipeline: Pipeline, identitie
     if settings is None:
         return None
     store = _Store(settings, warn)
-    return MlflowRun(store, name, run_params(pipeline, identities))
+    params: dict[str, str] = {}
+    with store.guard("collecting the run's parameters"):
+        params = run_params(pipeline, identities)
+    return MlflowRun(store, name, params)
 
 
 def replay(tracker: RunTracker, run_dir: Path) -> None:

@@ -150,3 +150,38 @@ def test_mlflow_is_imported_only_when_tracking() -> None:
     code = ("import sys, dlnflow.cli.train, dlnflow.trainer, dlnflow.sweep, dlnflow.tracking, dlnflow.report_html; "
             "sys.exit('mlflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+class FailingClient:
+    """An MLflow client whose every call fails, as a store that went away would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            raise OSError(f"store unreachable ({name})")
+
+        return fail
+
+
+@pytest.mark.parametrize("fails_at", ["start", "record"])
+def test_one_warning_however_many_steps_fail(tmp_path: Path, fails_at: str) -> None:
+    from dlnflow.tracking import MlflowRun, TrackingSettings, _Store
+
+    warnings: list[str] = []
+    store = _Store(TrackingSettings("mlflow", "sqlite:///unused.db", "x"), warnings.append)
+    failing = FailingClient()
+    if fails_at == "start":
+        store._client = failing
+    else:
+        store.start = lambda *args, **kwargs: "run-1"  # type: ignore[method-assign]
+        store._client = failing
+    run = MlflowRun(store, "name", {"a": "1"})
+    for it in range(3):
+        run.record({"iteration": it, "dev": 0.5, "usage": {"backend_calls": it}})
+    run.finished({"metrics": {"dev": 0.5}, "iterations_run": 2}, tmp_path, None)
+    run.failed("late", tmp_path)
+    assert len(warnings) == 1 and "store unreachable" in warnings[0]
+    assert failing.calls == 1  # nothing was tried after the first failure
