@@ -17,7 +17,7 @@ from standin import StandIn
 from test_report import fabricate, step
 
 from dlnflow.cli import cli
-from dlnflow.report_html import FOLD_AT, render_run_html, word_diff
+from dlnflow.report.html import FOLD_AT, render_run_html, word_diff
 
 
 def invoke(*args: str) -> Result:

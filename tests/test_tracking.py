@@ -21,8 +21,8 @@ from quickstart_run import QuickstartRun
 from standin import StandIn
 
 from dlnflow.cli import cli
-from dlnflow.compiler import compile_spec
-from dlnflow.tracking import tracking_settings
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.tracking.settings import tracking_settings
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install -e '.[mlflow]')")
 
@@ -147,8 +147,8 @@ def test_where_tracking_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_mlflow_is_imported_only_when_tracking() -> None:
-    code = ("import sys, dlnflow.cli.train, dlnflow.trainer, dlnflow.sweep, dlnflow.tracking, dlnflow.report_html; "
-            "sys.exit('mlflow' in sys.modules)")
+    modules = "dlnflow.cli.train, dlnflow.api.training, dlnflow.tracking.mlflow_tracker, dlnflow.report.html"
+    code = f"import sys, {modules}; sys.exit('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -168,7 +168,7 @@ class FailingClient:
 
 @pytest.mark.parametrize("fails_at", ["start", "record"])
 def test_one_warning_however_many_steps_fail(tmp_path: Path, fails_at: str) -> None:
-    from dlnflow.tracking import MlflowRun, TrackingSettings, _Store
+    from dlnflow.tracking.mlflow_tracker import MlflowRun, TrackingSettings, _Store
 
     warnings: list[str] = []
     store = _Store(TrackingSettings("mlflow", "sqlite:///unused.db", "x"), warnings.append)

@@ -8,6 +8,7 @@ import click
 
 from dlnflow.cli.common import pct
 from dlnflow.cli.context import app
+from dlnflow.report.markdown import load_run, resolve_run, write_report
 
 
 @click.command("report")
@@ -50,7 +51,6 @@ def report(ctx: click.Context, target: Path, out: Path | None, seed: int | None,
       dlnflow --json report pipelines/quickstart.yaml --iterations 2
       dlnflow report pipelines/quickstart.yaml --html quickstart.html
     """
-    from dlnflow.report import load_run, resolve_run, write_report
 
     a = app(ctx)
     if html is not None:
@@ -82,7 +82,7 @@ def _pct(x: float | None) -> str:
 
 def _html(ctx: click.Context, target: Path, html: Path, seed: int | None, iterations: int | None,
           compare: str | None, out: Path | None) -> None:
-    from dlnflow.report_html import write_html_report
+    from dlnflow.report.html import write_html_report
 
     if out is not None:
         raise click.UsageError("--out names a folder for report.md; with --html give the file to write")

@@ -7,26 +7,11 @@ from typing import Any
 
 import click
 
+from dlnflow.api.network import lock_status
+from dlnflow.api.specs import spec_for
 from dlnflow.cli.common import open_network
 from dlnflow.cli.context import AppContext, app
-from dlnflow.errors import InputError, LockError
-
-LOCK_SUFFIX = ".lock.yaml"
-SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-def spec_for(path: Path) -> Path:
-    """``path`` itself, or for a lock file ``X.lock.yaml`` the spec ``X.yaml|yml|json`` beside it."""
-    if not path.name.endswith(LOCK_SUFFIX):
-        return path
-    stem = path.name[: -len(LOCK_SUFFIX)]
-    for suffix in SPEC_SUFFIXES:
-        spec = path.with_name(stem + suffix)
-        if spec.is_file():
-            return spec
-    names = ", ".join(stem + s for s in SPEC_SUFFIXES)
-    raise InputError(f"{path}: no spec beside this lock file (looked for {names}); "
-                     "a lock file lives next to the spec it was learned for")
+from dlnflow.core.errors import LockError
 
 
 @click.command("status")
@@ -53,8 +38,9 @@ def status(ctx: click.Context, specs: tuple[Path, ...], strict: bool) -> None:
     for spec in resolved:
         if not spec.exists():
             raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
-    payloads = [_check(a, spec) for spec in resolved]
-    a.emit(payloads[0] if len(payloads) == 1 else payloads, "\n".join(p.pop("text") for p in payloads))
+    checked = [_check(a, spec) for spec in resolved]
+    payloads = [payload for payload, _ in checked]
+    a.emit(payloads[0] if len(payloads) == 1 else payloads, "\n".join(text for _, text in checked))
     failed = [p for p in payloads if not p["clean"]]
     if strict and failed:
         raise LockError("; ".join(_why(p) for p in failed))
@@ -66,21 +52,15 @@ def _why(payload: dict[str, Any]) -> str:
     return f"{Path(payload['lock']).name} drifted: " + "; ".join(payload["drift"])
 
 
-def _check(a: AppContext, spec: Path) -> dict[str, Any]:
-    """The status of one spec: the JSON payload, with its text under ``text``."""
-    from dlnflow import lock as lockmod
-
+def _check(a: AppContext, spec: Path) -> tuple[dict[str, Any], str]:
+    """The status of one spec: its JSON payload and its text."""
     with open_network(a, spec) as net:
-        path = net.pipeline.lock_path
-        data = lockmod.read_lock(path)
-        if data is None:
-            return {"lock": str(path), "exists": False, "drift": [], "clean": False,
-                    "text": f"{path.name}: no lock file yet (run `dlnflow train {spec}`)"}
-        drifted = lockmod.drift(net.pipeline, data, net.identities(), net.dataset.digest)
-        if drifted:
-            text = f"{path.name} drifted from the spec:\n" + "\n".join(f"  - {d}" for d in drifted)
-        else:
-            text = f"{path.name} matches the spec; learned prompts:\n" + "\n".join(
-                f"  {name}: {layer.get('prompt', '')!r}" for name, layer in sorted(data.get("layers", {}).items()))
-        return {"lock": str(path), "exists": True, "drift": drifted, "clean": not drifted,
-                "metrics": data.get("metrics", {}), "text": text}
+        payload = lock_status(net)
+    path = Path(payload["lock"])
+    if not payload["exists"]:
+        return payload, f"{path.name}: no lock file yet (run `dlnflow train {spec}`)"
+    layers = payload.pop("layers", {})
+    if payload["drift"]:
+        return payload, f"{path.name} drifted from the spec:\n" + "\n".join(f"  - {d}" for d in payload["drift"])
+    return payload, f"{path.name} matches the spec; learned prompts:\n" + "\n".join(
+        f"  {name}: {layer.get('prompt', '')!r}" for name, layer in sorted(layers.items()))
