@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from paths import PIPELINES
 
-ROOT = Path(__file__).parent.parent
 CHEAPER = {"prompt_candidates": 2, "example_candidates": 1}
 
 
@@ -40,7 +40,7 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> QuickstartRun:
 
     folder = tmp_path_factory.mktemp("quickstart")
     spec = folder / "quickstart.yaml"
-    text = (ROOT / "pipelines" / "quickstart.yaml").read_text(encoding="utf-8")
+    text = (PIPELINES / "quickstart.yaml").read_text(encoding="utf-8")
     for setting, value in CHEAPER.items():  # fewer candidates to score: the same run, fewer model calls
         text, n = re.subn(rf"(?m)^(  {setting}:) \d+$", rf"\g<1> {value}", text)
         assert n == 1, setting

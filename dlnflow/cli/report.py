@@ -8,6 +8,7 @@ import click
 
 from dlnflow.cli.common import pct
 from dlnflow.cli.context import app
+from dlnflow.report.html import write_html_report
 from dlnflow.report.markdown import load_run, resolve_run, write_report
 
 
@@ -82,8 +83,6 @@ def _pct(x: float | None) -> str:
 
 def _html(ctx: click.Context, target: Path, html: Path, seed: int | None, iterations: int | None,
           compare: str | None, out: Path | None) -> None:
-    from dlnflow.report.html import write_html_report
-
     if out is not None:
         raise click.UsageError("--out names a folder for report.md; with --html give the file to write")
     pair = None

@@ -26,8 +26,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, StrictUndefined
+
+from dlnflow._util.files import write_atomic
 from dlnflow.core.errors import InputError
-from dlnflow.report.markdown import RunReport, is_run_dir, load_run, pct, read_records, read_summary
+from dlnflow.experiments.aggregate import best_point, group_points
+from dlnflow.experiments.matrix import matrix_for
+from dlnflow.report.markdown import (
+    RunReport,
+    is_run_dir,
+    learning_curve_figure,
+    load_run,
+    pct,
+    read_records,
+    read_summary,
+    resolve_run,
+)
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.spec.overrides import apply_overrides, point_label
+from dlnflow.training.runs import run_dir_for
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 FOLD_AT = 240
@@ -117,8 +134,6 @@ def curve_data_uri(report: RunReport) -> str:
     always gives the same bytes.
     """
     import matplotlib
-
-    from dlnflow.report.markdown import learning_curve_figure
 
     buf = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": report.run_id}):
@@ -234,11 +249,6 @@ class SweepView:
 
 
 def _sweep_runs(spec: Path) -> tuple[Any, list[tuple[Any, Path]]]:
-    from dlnflow.experiments.matrix import matrix_for
-    from dlnflow.spec.compiler import compile_spec
-    from dlnflow.spec.overrides import apply_overrides
-    from dlnflow.training.runs import run_dir_for
-
     base = compile_spec(spec)
     matrix, is_sweep = matrix_for(base)
     if not is_sweep:
@@ -271,9 +281,6 @@ def sweep_view(spec: Path, compare: tuple[str, str] | None = None) -> SweepView:
 def sweep_view_of(name: str, spec_name: str, runs: list[tuple[Any, Path]],
                   compare: tuple[str, str] | None = None) -> SweepView:
     """The sweep of ``(RunPoint, run folder)`` pairs (finished or not), with the per-point summary."""
-    from dlnflow.experiments.aggregate import best_point, group_points
-    from dlnflow.spec.overrides import point_label
-
     views, missing, rows = [], [], []
     for point, run_dir in runs:
         if is_run_dir(run_dir):
@@ -296,8 +303,6 @@ def sweep_view_of(name: str, spec_name: str, runs: list[tuple[Any, Path]],
 
 # -- rendering ---------------------------------------------------------------------------------------
 def _environment() -> Any:
-    from jinja2 import Environment, StrictUndefined
-
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = pct
     env.filters["score"] = lambda x: "—" if x is None else f"{x:.3f}"
@@ -327,8 +332,6 @@ def is_sweep_spec(target: Path) -> bool:
     """Whether ``target`` is a spec file with an ``experiments`` section."""
     if target.is_dir() or not target.is_file():
         return False
-    from dlnflow.spec.compiler import compile_spec
-
     pipeline = compile_spec(target)
     return bool(pipeline.experiments.seeds or pipeline.experiments.grid)
 
@@ -339,9 +342,6 @@ def write_html_report(target: Path, out: Path, seed: int | None = None, iteratio
 
     Returns what was written: ``{"html": path, "runs": [run ids], "sweep": bool}``.
     """
-    from dlnflow._util.files import write_atomic
-    from dlnflow.report.markdown import resolve_run
-
     sweep = seed is None and iterations is None and is_sweep_spec(target)
     if sweep:
         view = sweep_view(target, compare)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dlnflow.experiments.aggregate import best_point
+from dlnflow.lockfile.lock import public_identity
+from dlnflow.report.html import render_run_html, render_sweep_html, sweep_view_of
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.tracking.settings import TrackingSettings
 from dlnflow.training.runs import SUMMARY, read_log
@@ -47,8 +51,6 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
 def run_params(pipeline: Pipeline, identities: dict[str, Any], overrides: dict[str, Any] | None = None,
                ) -> dict[str, str]:
     """The parameters of one run, flattened to ``dotted.name -> text``."""
-    from dlnflow.lockfile.lock import public_identity
-
     data = {k: v for k, v in asdict(pipeline.data).items() if k != "path"}
     out: dict[str, str] = {}
     _flat("", {"spec": {"name": pipeline.name, "file": pipeline.spec_path.name, "loss": pipeline.loss,
@@ -186,7 +188,7 @@ class MlflowRun:
             self.store.log_metrics(run_id, metrics, int(summary.get("iterations_run", 0)))
             self.store.log_files(run_id, [run_dir / "log.jsonl", run_dir / "summary.json"]
                                  + ([lock] if lock is not None else []))
-            self.store.log_text(run_id, _run_html(run_dir), "report.html")
+            self.store.log_text(run_id, render_run_html(run_dir), "report.html")
             self.store.end(run_id, "FINISHED")
 
     def replay(self, run_dir: Path) -> None:
@@ -210,15 +212,7 @@ class MlflowRun:
                 self.store.end(run_id, "FAILED")
 
 
-def _run_html(run_dir: Path) -> str:
-    from dlnflow.report.html import render_run_html
-
-    return render_run_html(run_dir)
-
-
 def _default_warn(message: str) -> None:
-    import warnings
-
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
@@ -264,8 +258,6 @@ class SweepTracking:
         """Close the parent run: the best point's mean metrics, the lock and the sweep's HTML report."""
         if self.parent is None or self.store.broken:
             return
-        from dlnflow.experiments.aggregate import best_point
-
         with self.store.guard("logging the sweep's results"):
             points = self.sweep.points()
             best = best_point(points)
@@ -277,8 +269,6 @@ class SweepTracking:
             self.store.end(self.parent, "FINISHED")
 
     def _html(self) -> str:
-        from dlnflow.report.html import render_sweep_html, sweep_view_of
-
         base = self.sweep.base
         runs = [(s.point, s.run_dir) for s in self.sweep.states]
         return render_sweep_html(sweep_view_of(base.name, base.spec_path.name, runs))
