@@ -158,6 +158,12 @@ def default_chat(body: dict[str, Any], top: dict[str, float]) -> dict[str, Any]:
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog deep enough for a client that opens dozens of connections at once."""
+
+    request_queue_size = 128
+
+
 class FakeOpenAI:
     """A scripted OpenAI-compatible server on 127.0.0.1 for unit tests.
 
@@ -173,7 +179,7 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)

@@ -113,12 +113,16 @@ def test_status_names_the_refused_lock_settings(isolated: Path) -> None:
 
 
 # -- item 4: every paid call is kept ---------------------------------------------------------------------
-def failing_one(fake: FakeOpenAI, bad: str) -> None:
-    """The fake fails the call whose prompt holds ``bad`` at once; the others answer after a short delay."""
+def failing_one(fake: FakeOpenAI, bad: str, batch: int) -> None:
+    """The fake fails the call whose prompt holds ``bad`` once all ``batch`` calls were sent (so every
+    other call is paid for); the others answer a little later than that failure."""
     def respond(path: str, body: dict[str, Any]) -> Reply:
         if bad in str(body.get("prompt", "")):
+            deadline = time.monotonic() + 30
+            while len(fake.seen) < batch and time.monotonic() < deadline:
+                time.sleep(0.01)
             return Reply(400, {"error": {"message": "this input is refused"}})
-        return Reply(body=default_completion(body, fake.top), delay=0.3)
+        return Reply(body=default_completion(body, fake.top), delay=0.5)
 
     fake.respond = respond
 
@@ -129,7 +133,7 @@ def test_a_failed_call_in_a_batch_keeps_the_others_and_the_rerun_pays_only_for_i
     spec.write_text(API_SPEC.format(url=fake_openai.base_url))
     words = [f"word{i}" for i in range(19)] + ["POISON"]
     argv = ["run", str(spec), *[a for w in words for a in ("--input", w)]]
-    failing_one(fake_openai, "POISON")
+    failing_one(fake_openai, "POISON", len(words))
     first = CliRunner().invoke(cli, argv)
     assert first.exit_code == 1 and "this input is refused" in first.output
     assert len(fake_openai.seen) == 20
