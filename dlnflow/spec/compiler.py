@@ -18,6 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from dlnflow.core.bounded import BoundsError, read_regular
 from dlnflow._util.pointers import escape
 from dlnflow._util.suggest import did_you_mean
 from dlnflow.core.errors import Problem, SpecError, TemplateError
@@ -356,8 +357,6 @@ def build_pipeline(doc: Document) -> Pipeline:
 
 def _missing_file(resolved: Path, path: str, where: str) -> tuple[str, str]:
     """``(message, hint)`` for a data path that is not a regular file: missing, a device, a FIFO, a link loop."""
-    from dlnflow.core.bounded import BoundsError, read_regular
-
     try:
         read_regular(resolved, 0)
     except BoundsError as exc:
