@@ -50,6 +50,7 @@ class TrainResult:
     stopped_early: bool
     prompts: dict[str, str] = field(default_factory=dict)
     predicted: dict[str, Any] | None = None
+    timing: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -72,6 +73,8 @@ class TrainResult:
         }
         if self.predicted is not None:
             out["predicted"] = self.predicted
+        if self.timing is not None:
+            out["timing"] = self.timing
         return out
 
 
@@ -194,6 +197,7 @@ class Trainer:
                 if t.patience is not None and stale >= t.patience:
                     stopped = True
             record["usage"] = self._usage()
+            record["timing"] = net.client.timing_summary(time.monotonic() - started)
             log.write(record)
             if stopped:
                 break
@@ -201,6 +205,7 @@ class Trainer:
         metrics["dev"] = best_dev
         metrics["test"] = self._evaluate("test")
         iterations_run = it if iterative else 0
+        wall = time.monotonic() - started
         lock_path = p.lock_path
         if self.write_lock:
             lock = lockmod.build_lock(
@@ -214,12 +219,15 @@ class Trainer:
             lock_path=lock_path,
             run_dir=log.directory,
             usage=self._usage(),
-            wall_seconds=time.monotonic() - started,
+            wall_seconds=wall,
             iterations_run=iterations_run,
             best_iteration=best_it,
             stopped_early=stopped,
             prompts=graph.state(),
             predicted=self.prediction,
+            timing=net.client.timing_summary(wall),
         )
+        log.write({"iteration": iterations_run, "event": "timing", "timing": result.timing,
+                   "usage": result.usage})
         log.finish({**result.as_dict(), "config": config})
         return result

@@ -12,6 +12,7 @@ from dlnflow.cli.common import SPEC_ARG, pct
 from dlnflow.cli.context import AppContext, app
 from dlnflow.cli.progress import ProgressLine
 from dlnflow.settings import BudgetSettings
+from dlnflow.timing import timing_lines
 
 USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens")
 
@@ -161,6 +162,8 @@ def _train_one(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) ->
         ]
         for name, prompt in result.prompts.items():
             lines.append(f"  {name}: {prompt!r}")
+        if a.verbosity > 0 and result.timing:
+            lines += ["where the time went:", *(f"  {line}" for line in timing_lines(result.timing))]
         a.emit(payload, "\n".join(lines))
 
 
@@ -169,7 +172,8 @@ def _run_row(s: Any) -> dict[str, Any]:
     spent = {k: 0 if s.skipped else int(summary.get(k, 0)) for k in USAGE_KEYS}
     return {"seed": s.point.seed, "settings": s.point.settings, "run_dir": str(s.run_dir),
             "skipped": s.skipped, "metrics": summary.get("metrics"), **spent,
-            "predicted": None if s.skipped else summary.get("predicted")}
+            "predicted": None if s.skipped else summary.get("predicted"),
+            "timing": None if s.skipped else summary.get("timing")}
 
 
 def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) -> None:
