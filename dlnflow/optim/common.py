@@ -22,7 +22,7 @@ from dlnflow.data import Example
 from dlnflow.graph import Layer
 from dlnflow.losses import LOSSES
 from dlnflow.settings import TrainSettings
-from dlnflow.templates import REWRITE_INSTRUCTIONS, backward
+from dlnflow.templates import REWRITE_INSTRUCTIONS, backward, backward_stops
 
 LOG_FLOOR = math.log(1e-12)
 
@@ -139,7 +139,7 @@ class Proposer:
             text,
             max_tokens=self.train.rewrite_max_tokens,
             temperature=self.train.rewrite_temperature,
-            stop=("\n\n",),
+            stop=backward_stops(template),
             seed=self.train.seed,
             sample=sample,
         )

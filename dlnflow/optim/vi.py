@@ -50,7 +50,7 @@ from dlnflow.optim.common import (
 )
 from dlnflow.optim.context import TrainContext
 from dlnflow.optim.dln1 import output_candidates
-from dlnflow.templates import backward
+from dlnflow.templates import backward, backward_stops
 
 
 def check_chain(graph: Graph) -> None:
@@ -128,7 +128,8 @@ class VariationalChain:
             for k in range(1, t.hidden_samples + 1):
                 requests.append(
                     Request("generate", text, max_tokens=layer.decoding.max_tokens,
-                            temperature=t.rewrite_temperature, stop=layer.decoding.stop,
+                            temperature=t.rewrite_temperature,
+                            stop=backward_stops("posterior", layer.decoding.stop),
                             seed=t.seed, sample=k)
                 )
                 owners.append(i)
