@@ -104,7 +104,7 @@ BACKWARD_STOPS: dict[str, tuple[str, ...]] = {
     "induce": ("\n\n", "\nInput:", "\nAnswer:", "\nInstruction:"),
     # A hidden text may span lines, so no blank-line stop here; the layer's own stops are added.
     "posterior": ("\nInput:", "\nA first attempt at the reasoning was:", "\nThe final step will be told:",
-                  "\nThe correct final answer is:", "\nReasoning:", "\nAnswer:"),
+                  "\nThe correct final answer is:", "\nReasoning:"),
 }
 """Stop sequences of each backward template (see :func:`backward_stops`)."""
 

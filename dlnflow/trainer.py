@@ -227,7 +227,5 @@ class Trainer:
             predicted=self.prediction,
             timing=net.client.timing_summary(wall),
         )
-        log.write({"iteration": iterations_run, "event": "timing", "timing": result.timing,
-                   "usage": result.usage})
         log.finish({**result.as_dict(), "config": config})
         return result

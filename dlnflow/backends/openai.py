@@ -12,9 +12,11 @@ How each operation maps onto the HTTP API:
   The server tokenizes context and target *together*; a token that straddles the boundary is
   counted with the target. Whether the server allows this is probed once and remembered; when
   it does not, ``capabilities`` lacks ``score``.
-- ``classify``: when the verbalizers are distinct single tokens, one next-token call with
-  ``top_logprobs`` answers; otherwise each full verbalizer is scored. Probabilities are
-  normalised over the verbalizers.
+- ``classify``: when the server's tokenizer (or tiktoken) says the verbalizers are distinct
+  single tokens, one next-token call with an equal ``logit_bias`` on them answers, wherever the
+  prompt ranks them (see :mod:`dlnflow.backends.openai_classify`); without a tokenizer, one plain
+  next-token call answers when they are among the top alternatives; otherwise each full
+  verbalizer is scored by echo. Probabilities are normalised over the verbalizers.
 
 Requests fan out on a private asyncio loop with at most ``concurrency`` in flight; results come
 back in request order. The openai client's own retries are off: this module retries 429, 408,
@@ -24,7 +26,9 @@ environment variable the settings name and never appears in identities, messages
 
 Costs worth knowing: llama-cpp-python's server sorts the whole vocabulary in Python for every
 token it returns logprobs for, so echo scoring there costs ~0.3 s per token of context + target
-on a small machine; ``generate`` therefore asks for logprobs only with ``generate_logprobs: true``.
+on a small machine; ``generate`` therefore asks for logprobs only with ``generate_logprobs: true``,
+and classification avoids echo whenever the verbalizers are single tokens. Every HTTP request is
+counted by kind (:meth:`OpenAIBackend.counters`) and timed (:attr:`OpenAIBackend.latencies`).
 ``count_tokens`` is an estimate (remote tokenizers are not at hand): about three characters per
 token, which errs on the long side.
 """

@@ -79,18 +79,24 @@ class RemoteTokenizer:
         self.available: bool | None = None
 
     async def tokens(self, text: str) -> list[int] | None:
-        """The ids of ``text`` (no BOS), or None when no tokenizer is reachable."""
+        """The ids of ``text`` (no BOS), or None when no tokenizer is reachable.
+
+        Concurrent callers wait for one another, so each text is asked for once.
+        """
         if text in self._known:
             return self._known[text]
         async with self._lock:
-            if self.available is None:
-                await self._discover()
+            if text not in self._known:
+                self._known[text] = await self._lookup(text)
+            return self._known[text]
+
+    async def _lookup(self, text: str) -> list[int] | None:
+        if self.available is None:
+            await self._discover()
         if not self.available or self._route is None:
             return None
         found = await self._route(text)
-        ids = None if found is None else strip_prefix(found, self._prefix)
-        self._known[text] = ids
-        return ids
+        return None if found is None else strip_prefix(found, self._prefix)
 
     async def _discover(self) -> None:
         """Find the first route that answers; learn the prefix it adds to every text."""
