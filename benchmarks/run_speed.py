@@ -4,7 +4,8 @@
 "after" a worktree of this checkout's ``HEAD`` (so editing the checkout during the run changes
 nothing). Each (variant, method) pair trains once in a fresh process against
 its own empty cache, so every call is real; the runs alternate (before DLN-1, after DLN-1,
-before DLN-2, after DLN-2) so that a change in the machine's load hits both sides alike.
+after DLN-2, before DLN-2) so that a change in the machine's load hits both sides alike, and the
+results are rewritten after every run.
 
 The protocol: ``pipelines/navigate.yaml`` (DLN-1) and ``pipelines/navigate-dln2.yaml`` (DLN-2),
 6 iterations, batch 10, 6 prompt candidates, dev every 2, data from the shared BBH folder.
@@ -112,27 +113,32 @@ def main() -> None:
     git("worktree", "add", "--detach", str(roots["before"]), base)
     git("worktree", "add", "--detach", str(roots["after"]), after)
     rows: dict[str, dict[str, Any]] = {}
+    order = [(v, m) for m in args.methods.split(",") for v in ("before", "after")]
+    if len(order) == 4:  # after DLN-2 before before DLN-2: the DLN-2/DLN-1 ratio first if time runs out
+        order[2], order[3] = order[3], order[2]
     try:
-        for method in args.methods.split(","):
-            for variant, root in roots.items():
-                spec_dir = work / f"{variant}-{method}"
-                spec_dir.mkdir()
-                spec = local_spec(root, SPECS[method], spec_dir)
-                rows[f"{variant}_{method}"] = train(root, spec, work, f"{variant}-{method}")
+        for variant, method in order:
+            root = roots[variant]
+            spec_dir = work / f"{variant}-{method}"
+            spec_dir.mkdir()
+            spec = local_spec(root, SPECS[method], spec_dir)
+            rows[f"{variant}_{method}"] = train(root, spec, work, f"{variant}-{method}")
+            write(Path(args.out), base, after, rows)  # after every run, so a stopped run keeps its rows
     finally:
         for root in roots.values():
             git("worktree", "remove", "--force", str(root))
         shutil.rmtree(work, ignore_errors=True)
+    print((Path(args.out) / "run_speed_navigate.md").read_text())
+
+
+def write(out: Path, base: str, after: str, rows: dict[str, dict[str, Any]]) -> None:
     payload = {"machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "date": dt.date.today().isoformat(), "base": base[:12], "after": after[:12],
                "command": "python benchmarks/run_speed.py " + " ".join(sys.argv[1:]), "protocol": PROTOCOL,
                "runs": rows, "ratios": ratios(rows)}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_speed_navigate.json").write_text(json.dumps(payload, indent=2) + "\n")
-    md = markdown(payload)
-    (out / "run_speed_navigate.md").write_text(md)
-    print(md)
+    (out / "run_speed_navigate.md").write_text(markdown(payload))
 
 
 def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
