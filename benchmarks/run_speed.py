@@ -60,7 +60,7 @@ def local_spec(variant_root: Path, spec: str, work: Path) -> Path:
 def generation_stats(cache_dir: Path) -> dict[str, Any]:
     """Generate calls in a run's cache and the tokens they produced."""
     sys.path.insert(0, str(ROOT))
-    from dlnflow.cache import CallCache
+    from dlnflow.runtime.cache import CallCache
 
     calls = tokens = 0
     lengths: list[int] = []

@@ -8,8 +8,8 @@ from typing import Any
 
 
 def load(spec: Any, **kwargs: Any) -> Any:
-    """Compile a spec file into a :class:`dlnflow.network.Network` bound to its models."""
-    from dlnflow.network import Network
+    """Compile a spec file into a :class:`dlnflow.training.network.Network` bound to its models."""
+    from dlnflow.training.network import Network
 
     return Network.load(spec, **kwargs)
 

@@ -9,7 +9,7 @@ from helpers import TWO_LAYERS, standin, write_spec  # noqa: F401
 from standin import StandIn
 
 from dlnflow.cli import cli
-from dlnflow.templates import BACKWARD_LIBRARY, BACKWARD_STOPS, backward_stops
+from dlnflow.graph.templates import BACKWARD_LIBRARY, BACKWARD_STOPS, backward_stops
 
 
 def test_every_stop_is_a_label_of_its_own_template() -> None:

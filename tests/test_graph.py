@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from standin import StandIn
 
-from dlnflow.backends.base import Request
-from dlnflow.client import Client
-from dlnflow.errors import LockError
-from dlnflow.graph import Decoding, Graph, Layer
-from dlnflow.templates import Template
+from dlnflow.core.backend import Request
+from dlnflow.core.errors import LockError
+from dlnflow.graph.layers import Decoding, Graph, Layer
+from dlnflow.graph.templates import Template
+from dlnflow.runtime.client import Client
 
 
 def the_input(prompt: str) -> str:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from server import SERVER_MODEL, FakeOpenAI, Reply
 
-from dlnflow.backends import openai_classify
-from dlnflow.backends.base import Request
-from dlnflow.backends.openai import OpenAIBackend
+from dlnflow.backends.openai import classify as openai_classify
+from dlnflow.core.backend import Request
+from dlnflow.backends.openai.backend import OpenAIBackend
 
 FILLER = {f" w{i}": -1.0 - 0.1 * i for i in range(40)}  # 40 tokens more likely than anything below
 IDS = {" Yes": 8438, " No": 2301, **{t: 5000 + i for i, t in enumerate(FILLER)}}

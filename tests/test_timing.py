@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from helpers import TWO_LAYERS, standin, write_spec  # noqa: F401
 from standin import StandIn
 
-from dlnflow.backends.base import Request
+from dlnflow.core.backend import Request
 from dlnflow.cli import cli
-from dlnflow.client import Client
-from dlnflow.report import load_run, render_markdown
-from dlnflow.timing import Timing, timing_lines
+from dlnflow.runtime.client import Client
+from dlnflow.report.markdown import load_run, render_markdown
+from dlnflow.runtime.timing import Timing, timing_lines
 
 
 class Slow(StandIn):

@@ -2,7 +2,7 @@
 
 Each command lives in its own small module and is loaded lazily, so ``dlnflow --help``
 stays fast. Errors raised anywhere below are rendered here (and only here): a
-:class:`~dlnflow.errors.DlnflowError` becomes a message and its exit code (2 for bad
+:class:`~dlnflow.core.errors.DlnflowError` becomes a message and its exit code (2 for bad
 input, 1 for a failed job), never a traceback.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from dlnflow import __version__
+from dlnflow._version import __version__
 from dlnflow.cli.context import AppContext
 from dlnflow.cli.render import render_error
-from dlnflow.errors import DlnflowError
+from dlnflow.core.errors import DlnflowError
 
 COMMANDS: dict[str, str] = {
     "validate": "dlnflow.cli.validate:validate",

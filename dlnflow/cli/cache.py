@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from dlnflow.cache import DB_NAME, CallCache
 from dlnflow.cli.context import AppContext, app
-from dlnflow.errors import ConfigError, RuntimeFault
+from dlnflow.core.errors import ConfigError, RuntimeFault
+from dlnflow.runtime.cache import DB_NAME, CallCache
 
 
 @click.group("cache")

@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from dlnflow.cli.context import AppContext
-from dlnflow.network import Network
+from dlnflow.training.network import Network
 
 SPEC_ARG = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 
 
 def open_network(app: AppContext, spec: Path) -> Network:
     """Compile ``spec`` (exit 2 on any problem) and bind it to the cache chosen by the global options."""
-    from dlnflow.compiler import compile_spec
+    from dlnflow.spec.compiler import compile_spec
 
     if not spec.exists():
         raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")

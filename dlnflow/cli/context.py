@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from dlnflow.cache import CallCache, default_cache_dir
+from dlnflow.runtime.cache import CallCache, default_cache_dir
 
 
 @dataclass

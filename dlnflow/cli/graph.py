@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from dlnflow.cli.context import app
-from dlnflow.graph import INPUT, Graph, Layer
-from dlnflow.pipeline import Pipeline
+from dlnflow.graph.layers import INPUT, Graph, Layer
+from dlnflow.spec.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def graph(ctx: click.Context, spec: str, fmt: str) -> None:
       dlnflow graph pipelines/navigate-dln2.yaml --format mermaid > graph.mmd
       dlnflow graph pipelines/navigate-dln2.yaml --format dot | dot -Tpng -o graph.png
     """
-    from dlnflow.compiler import compile_spec
+    from dlnflow.spec.compiler import compile_spec
 
     pipeline = compile_spec(spec)
     app(ctx).emit(as_payload(pipeline), FORMATS[fmt](pipeline))

@@ -10,8 +10,7 @@ from typing import Any, TextIO
 
 import click
 
-from dlnflow.errors import DataError, DlnflowError, SpecError
-
+from dlnflow.core.errors import DataError, DlnflowError, SpecError
 
 ROLES: dict[str, dict[str, Any]] = {
     "error": {"fg": "red", "bold": True},

@@ -37,7 +37,7 @@ def report(ctx: click.Context, target: Path, out: Path | None, seed: int | None,
       dlnflow report runs/quickstart/seed42-9ce64c66 --out reports/quickstart
       dlnflow --json report pipelines/quickstart.yaml --iterations 2
     """
-    from dlnflow.report import load_run, resolve_run, write_report
+    from dlnflow.report.markdown import load_run, resolve_run, write_report
 
     a = app(ctx)
     run_dir = resolve_run(target, seed, iterations)

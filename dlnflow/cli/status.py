@@ -8,7 +8,7 @@ import click
 
 from dlnflow.cli.common import SPEC_ARG, open_network
 from dlnflow.cli.context import app
-from dlnflow.errors import LockError
+from dlnflow.core.errors import LockError
 
 
 @click.command("status")
@@ -26,8 +26,7 @@ def status(ctx: click.Context, spec: Path, strict: bool) -> None:
       dlnflow status pipelines/quickstart.yaml
       dlnflow status --strict pipelines/quickstart.yaml   # for CI: fail on drift
     """
-    from dlnflow import lock as lockmod
-
+    from dlnflow.lockfile import lock as lockmod
     a = app(ctx)
     with open_network(a, spec) as net:
         path = net.pipeline.lock_path

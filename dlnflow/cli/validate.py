@@ -8,7 +8,7 @@ import click
 
 from dlnflow.cli.context import app
 from dlnflow.cli.render import paint, render_error, use_color
-from dlnflow.errors import DlnflowError, Problem, SpecError
+from dlnflow.core.errors import DlnflowError, Problem, SpecError
 
 LOCK_SUFFIX = ".lock.yaml"
 
@@ -30,7 +30,7 @@ def validate(ctx: click.Context, specs: tuple[str, ...]) -> None:
       dlnflow validate pipelines/*.yaml
       dlnflow --json validate my-pipeline.json
     """
-    from dlnflow.compiler import compile_spec
+    from dlnflow.spec.compiler import compile_spec
 
     state = app(ctx)
     color = use_color(sys.stdout)
