@@ -41,6 +41,8 @@ DATA = (ROOT.parent / "shared" / "data" / "bbh" / "navigate.json").resolve()
 SPECS = {"dln1": "pipelines/navigate.yaml", "dln2": "pipelines/navigate-dln2.yaml"}
 PROTOCOL = {"train.iterations": 6, "train.batch_size": 10, "train.prompt_candidates": 6,
             "train.validate_every": 2}
+SPLIT: dict[str, int] = {}
+"""Split sizes written into the spec copies (both sides alike) when the run must be shorter."""
 KEEP = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens", "wall_seconds", "metrics")
 
 
@@ -52,6 +54,10 @@ def local_spec(variant_root: Path, spec: str, work: Path) -> Path:
     """A copy of the variant's spec in ``work`` whose data path points at the shared data."""
     text = (variant_root / spec).read_text(encoding="utf-8")
     text = re.sub(r"(?m)^(\s*path:\s*).*navigate\.json\s*$", lambda m: f"{m.group(1)}{DATA}", text)
+    for key, value in SPLIT.items():
+        text, n = re.subn(rf"\b{key}: \d+", f"{key}: {value}", text, count=1)
+        if n != 1:
+            raise SystemExit(f"{spec}: no '{key}:' split size to replace")
     out = work / Path(spec).name
     out.write_text(text, encoding="utf-8")
     return out
@@ -104,8 +110,13 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="commit for 'before' (default: git merge-base HEAD main)")
     ap.add_argument("--after", default="HEAD", help="commit for 'after' (default: HEAD)")
     ap.add_argument("--methods", default="dln1,dln2")
+    ap.add_argument("--dev", type=int, default=None, help="dev split size (default: the spec's 50)")
+    ap.add_argument("--test", type=int, default=None, help="test split size (default: the spec's 100)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
+    for key, value in (("dev", args.dev), ("test", args.test)):
+        if value is not None:
+            SPLIT[key] = value
     base = git("rev-parse", args.base or git("merge-base", "HEAD", "main"))
     after = git("rev-parse", args.after)
     work = Path(tempfile.mkdtemp(prefix="dlnflow-speed-"))
@@ -135,6 +146,7 @@ def write(out: Path, base: str, after: str, rows: dict[str, dict[str, Any]]) -> 
     payload = {"machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "date": dt.date.today().isoformat(), "base": base[:12], "after": after[:12],
                "command": "python benchmarks/run_speed.py " + " ".join(sys.argv[1:]), "protocol": PROTOCOL,
+               "split_sizes_changed": SPLIT,
                "runs": rows, "ratios": ratios(rows)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_speed_navigate.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -160,6 +172,7 @@ def markdown(p: dict[str, Any]) -> str:
              f"- machine: {p['machine']}", f"- date: {p['date']}", f"- command: `{p['command']}`",
              f"- before: commit {p['base']}; after: commit {p['after']}",
              f"- protocol: {', '.join(f'{k}={v}' for k, v in p['protocol'].items())}; fresh cache per run",
+             f"- split sizes changed from the spec (both sides alike): {p['split_sizes_changed'] or 'none'}",
              "", "| run | train s | dev before → after | test before → after | backend calls | prompt tokens | "
              "generate calls | tokens generated | mean tokens / generation | load avg (start, end) |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
