@@ -106,6 +106,12 @@ def test_a_server_capping_logprobs_is_asked_within_its_cap(fake_openai: FakeOpen
         assert [s.body["logprobs"] for s in fake_openai.seen] == [1000, 20]
         classify(b, "next")
         assert fake_openai.seen[-1].body["logprobs"] == 20
+        deep = make(fake_openai, {**FILLER, " Yes": -9.0, " No": -7.5}, cap=20)  # capped and out of its top
+        fake_openai.seen.clear()
+        assert classify(deep)["probs"] == pytest.approx(exact(-9.0, -7.5))
+        sent = [(s.body["logprobs"], len(s.body["logit_bias"])) for s in fake_openai.seen]
+        assert sent == [(1000, 2), (20, 2), (1, 1)]  # refused, within the cap, then the missing class alone
+        deep.close()
     finally:
         b.close()
 

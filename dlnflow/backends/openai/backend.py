@@ -412,6 +412,7 @@ class OpenAIBackend:
         if not self.settings.official and self._class_top < oc.WIDE_TOP:
             tops.append(oc.WIDE_TOP)
         for n in tops:
+            capped = False
             try:
                 table, used = await self._next_token_table(context, ids, n, "next_token" if n == tops[0] else "wide")
             except HTTPBackendError as exc:
@@ -420,12 +421,13 @@ class OpenAIBackend:
                 self._class_top = self.settings.n_top  # the server caps N (e.g. vLLM's --max-logprobs)
                 if n != tops[0]:
                     break
+                capped = True
                 table, used = await self._next_token_table(context, ids, self._class_top, "next_token")
             n_prompt = max(n_prompt, used)
             found = [f if f is not None else v for f, v in zip(found, oc.lookup(table, keys), strict=True)]
             if n != tops[0] and all(v is not None for v in found):
                 self._class_top = min(oc.WIDE_TOP, max(self._class_top, 2 * oc.deepest_rank(table, keys)))
-            if all(v is not None for v in found):
+            if capped or all(v is not None for v in found):
                 break
         for i, value in enumerate(found):
             if value is None:  # raw log-probs and deeper than any N: bias this verbalizer alone
