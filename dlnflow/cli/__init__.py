@@ -9,13 +9,15 @@ input, 1 for a failed job), never a traceback.
 from __future__ import annotations
 
 import importlib
+import traceback
 from typing import Any
 
 import click
 
 from dlnflow._version import __version__
 from dlnflow.cli.context import AppContext
-from dlnflow.cli.render import render_error
+from dlnflow.cli.flags import with_global_flags
+from dlnflow.cli.render import render_error, run_guarded
 from dlnflow.core.errors import DlnflowError
 
 COMMANDS: dict[str, str] = {
@@ -45,7 +47,7 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
+        return with_global_flags(command)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,8 +56,6 @@ class LazyGroup(click.Group):
             obj = ctx.find_object(AppContext)
             render_error(exc, as_json=bool(obj and obj.as_json), color=bool(obj and obj.color))
             if obj is not None and obj.verbosity >= 2:
-                import traceback
-
                 traceback.print_exc()
             ctx.exit(exc.exit_code)
 
@@ -93,7 +93,5 @@ def cli(ctx: click.Context, cache_dir: str | None, no_cache: bool, refresh: bool
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: run the CLI and map errors to exit codes."""
-    from dlnflow.cli.render import run_guarded
-
     return run_guarded(cli, argv)
 

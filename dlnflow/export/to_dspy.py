@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import keyword
 import os
 from pathlib import Path
@@ -255,7 +256,6 @@ def program_json(plan: ExportPlan) -> dict[str, Any]:
 
 def render_files(plan: ExportPlan) -> dict[str, str]:
     """File name -> text of every exported file (the same plan always gives the same bytes)."""
-    import json
 
 
     return {

@@ -1,6 +1,6 @@
 """The executable graph: layers in topological order, each an LLM call with a learnable prompt.
 
-Modelled on ``torch.nn.Module``: :meth:`Graph.parameters` walks the layers and yields
+Modelled on ``torch.nn.Module``: :meth:`Graph.named_parameters` walks the layers and yields
 ``(dotted name, prompt)``; :meth:`Graph.state` / :meth:`Graph.load_state` save and restore
 prompts by dotted name and, when strict, report missing and unexpected names instead of
 guessing.
@@ -133,7 +133,7 @@ class Graph:
         return self.layers[-1]
 
     # -- parameters, nn.Module style -------------------------------------------------------
-    def parameters(self) -> Iterator[tuple[str, str]]:
+    def named_parameters(self) -> Iterator[tuple[str, str]]:
         """``(dotted name, prompt)`` of every trainable layer, in graph order."""
         for layer in self.layers:
             if layer.trainable:

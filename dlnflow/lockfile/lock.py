@@ -23,33 +23,22 @@ schema: 1
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import yaml
 
+from dlnflow._util.files import atomic_writer
 from dlnflow._util.plain import plain
 from dlnflow._version import __version__
 from dlnflow.core.errors import InputError, LockError, Problem
 from dlnflow.spec.overrides import apply_overrides
-from dlnflow.spec.pipeline import Pipeline
+from dlnflow.spec.pipeline import Pipeline, lock_path_for  # noqa: F401  (part of this module's API)
 
 SCHEMA = 1
 HEADER = "# dlnflow lock file: learned prompts and what they were learned with. Commit it with the spec.\n"
 _SECRET_KEYS = ("api_key", "apikey", "secret", "password", "authorization", "token", "access_token")
-
-
-def lock_path_for(spec_path: Path) -> Path:
-    """``pipelines/navigate.yaml`` -> ``pipelines/navigate.lock.yaml``.
-
-    >>> lock_path_for(Path("pipelines/navigate.yaml")).as_posix()
-    'pipelines/navigate.lock.yaml'
-    """
-    return spec_path.with_name(spec_path.stem + ".lock.yaml")
 
 
 # -- plain values ------------------------------------------------------------------------------
@@ -142,33 +131,8 @@ def write_lock(path: Path, lock: dict[str, Any]) -> None:
     path = Path(path)
     data = dump_lock(lock).encode("utf-8")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            _write_all(handle, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename durable (best effort; not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_writer(path, mode) as handle:
+        _write_all(handle, data)
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ from typing import Any
 
 from dlnflow.core.errors import DataError, InputError, Problem
 from dlnflow.runtime.timing import timing_markdown
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.training.runs import SUMMARY, run_dir_for
 
 LOG_NAME = "log.jsonl"
 PARTIAL_LOG_NAME = "log.jsonl.partial"
-SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.md"
 CURVE_NAME = "learning_curve.png"
 USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens",
@@ -105,13 +106,10 @@ def run_dir_for_spec(spec: Path, seed: int | None = None, iterations: int | None
 
     Raises :class:`~dlnflow.core.errors.InputError` (exit 2) when that run does not exist yet.
     """
-    from dlnflow.spec.compiler import compile_spec
-    from dlnflow.training.runs import run_id, runs_root
-
     pipeline = compile_spec(spec)
     overrides = {k: v for k, v in {"seed": seed, "iterations": iterations}.items() if v is not None}
     train = replace(pipeline.train, **overrides)
-    folder = runs_root(pipeline.spec_path) / pipeline.name / run_id(train.seed, train.hyperparameters())
+    folder = run_dir_for(replace(pipeline, train=train))
     if not is_run_dir(folder):
         raise InputError(
             f"{spec} has no training run with its current settings (seed {train.seed}, "
@@ -167,7 +165,7 @@ def read_records(run_dir: Path) -> tuple[list[dict[str, Any]], bool]:
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """``summary.json`` of a finished run, or ``None`` when absent."""
-    path = run_dir / SUMMARY_NAME
+    path = run_dir / SUMMARY
     if not path.is_file():
         return None
     try:
@@ -332,7 +330,24 @@ def render_markdown(report: RunReport, curve: str | None = CURVE_NAME) -> str:
 
 # -- the picture -----------------------------------------------------------------------------------
 def plot_learning_curve(report: RunReport, path: Path) -> Path:
-    """Draw dev accuracy (top) and each layer's training objective (bottom) per iteration to ``path``.
+    """Draw dev accuracy (top) and each layer's training objective (bottom) per iteration to ``path``."""
+    fig = learning_curve_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _mark_test(axes: Any, report: RunReport) -> None:
+    """Test accuracy before training (at iteration 0) and with the kept prompts (at the last iteration)."""
+    points = [(0, report.metrics.get("test_before")), (report.iterations_run, report.metrics.get("test"))]
+    shown = [(i, v) for i, v in points if v is not None]
+    if shown:
+        axes.plot(*zip(*shown, strict=True), linestyle="none", marker="D", color="tab:green",
+                  label="test accuracy (before, after)")
+
+
+def learning_curve_figure(report: RunReport) -> Any:
+    """The learning-curve figure (a matplotlib ``Figure``; save it as PNG or SVG).
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
     """
@@ -349,6 +364,7 @@ def plot_learning_curve(report: RunReport, path: Path) -> Path:
     if report.batch_accuracy:
         top.plot(*zip(*report.batch_accuracy, strict=True), linestyle="none", marker=".", color="tab:gray",
                  alpha=0.7, label="train batch accuracy")
+    _mark_test(top, report)
     best = _best_index(report)
     if best is not None:
         v = report.validation[best]
@@ -370,9 +386,7 @@ def plot_learning_curve(report: RunReport, path: Path) -> Path:
     bottom.set_xlabel("iteration")
     bottom.grid(alpha=0.3)
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig
 
 
 # -- both ------------------------------------------------------------------------------------------

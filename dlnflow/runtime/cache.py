@@ -52,15 +52,13 @@ from typing import Any, Self
 
 import diskcache
 
-from dlnflow._util.paths import find_project_root
 from dlnflow.core.backend import Request, Result
 from dlnflow.core.errors import RuntimeFault
+from dlnflow.runtime.location import DB_NAME, ENV_VAR, default_cache_dir  # noqa: F401  (part of this module's API)
 
 FORMAT_VERSION = 2
 """Part of every key. 2: a value is the JSON of one result and the model label is the entry's tag
 (1 wrapped both in one JSON object); a new version makes older entries unreachable, never misread."""
-ENV_VAR = "DLNFLOW_CACHE_DIR"
-DB_NAME = "cache.db"
 MEMORY_BYTES = 32 * 2**20
 """How much JSON text (in characters) one :class:`CallCache` keeps ready in memory; oldest go first."""
 
@@ -147,14 +145,6 @@ def call_key(identity: dict[str, Any], request: Request) -> str:
 
 
 # -- where the cache lives ---------------------------------------------------------------
-def default_cache_dir(start: Path | None = None) -> Path:
-    """``$DLNFLOW_CACHE_DIR`` if set, else ``cache/`` at the project root above ``start``."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return find_project_root(start or Path.cwd()) / "cache"
-
-
 def make_private_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` and its missing parents, each owner-only (0700) whatever the umask; an
     existing folder at ``path`` is made owner-only too when we own it (existing parents are left

@@ -9,6 +9,17 @@ from typing import Any
 from dlnflow.graph.layers import Graph
 from dlnflow.spec.settings import DataSettings, ExperimentSettings, TrainSettings
 
+LOCK_SUFFIX = ".lock.yaml"
+
+
+def lock_path_for(spec_path: Path) -> Path:
+    """``pipelines/navigate.yaml`` -> ``pipelines/navigate.lock.yaml``.
+
+    >>> lock_path_for(Path("pipelines/navigate.yaml")).as_posix()
+    'pipelines/navigate.lock.yaml'
+    """
+    return spec_path.with_name(spec_path.stem + LOCK_SUFFIX)
+
 
 @dataclass
 class Pipeline:
@@ -31,7 +42,7 @@ class Pipeline:
     @property
     def lock_path(self) -> Path:
         """``pipelines/navigate.yaml`` -> ``pipelines/navigate.lock.yaml``."""
-        return self.spec_path.with_name(self.spec_path.stem + ".lock.yaml")
+        return lock_path_for(self.spec_path)
 
     @property
     def backward_model(self) -> str:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlnflow.spec.loader import schema
+
 REFERENCE_PATH = Path("docs") / "spec-reference.md"
 REGENERATE = "python scripts/render_spec_reference.py"
 HEADER = f"""\
@@ -278,6 +280,5 @@ def render_reference(schema: dict[str, Any]) -> str:
 
 def render_packaged_schema() -> str:
     """The reference for the schema shipped inside the package."""
-    from dlnflow.spec.loader import schema
 
     return render_reference(schema())

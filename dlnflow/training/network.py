@@ -5,7 +5,7 @@
 >>> net("sparrow")                                    # doctest: +SKIP
 >>> result = net.train()                              # doctest: +SKIP
 >>> net.evaluate("test").accuracy                     # doctest: +SKIP
->>> dict(net.parameters())                            # doctest: +SKIP
+>>> dict(net.named_parameters())                            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class Network:
         self.close()
 
     # -- nn.Module-like surface -------------------------------------------------------------
-    def parameters(self) -> Iterator[tuple[str, str]]:
-        return self.pipeline.graph.parameters()
+    def named_parameters(self) -> Iterator[tuple[str, str]]:
+        return self.pipeline.graph.named_parameters()
 
     def state(self) -> dict[str, str]:
         return self.pipeline.graph.state()
@@ -143,7 +143,3 @@ class Network:
                           f"using learned prompts from {path.name}, but it drifted: " + "; ".join(drifted))
         return drifted
 
-
-def load(spec: str | Path, **kwargs: Any) -> Network:
-    """Compile ``spec`` and bind it to its models: ``net = dlnflow.load("spec.yaml")``."""
-    return Network.load(spec, **kwargs)

