@@ -169,6 +169,10 @@ class FakeOpenAI:
 
     Replies come from ``script`` (a queue of :class:`Reply`, consumed in arrival order), then
     from ``respond(path, body)`` if set, else from :func:`default_completion` / :func:`default_chat`.
+
+    Requests outside ``/v1/`` (tokenize routes) are kept apart in ``side`` and answered 404, unless
+    ``vocab`` maps texts to token ids: then ``/extras/tokenize`` answers like llama-cpp-python's
+    server (a BOS id 2 first; unknown texts get one id per character from 1000 up).
     """
 
     def __init__(self) -> None:
@@ -176,6 +180,8 @@ class FakeOpenAI:
         self.respond: Callable[[str, dict[str, Any]], Reply] | None = None
         self.top: dict[str, float] = {" Yes": -0.2, " No": -1.8, " maybe": -3.0}
         self.seen: list[Seen] = []
+        self.side: list[Seen] = []
+        self.vocab: dict[str, int] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -197,7 +203,18 @@ class FakeOpenAI:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
+    def _tokenize(self, body: dict[str, Any]) -> Reply:
+        text = str(body.get("input", ""))
+        if self.vocab is None:
+            return Reply(404, {"detail": "Not Found"})
+        ids = [self.vocab[text]] if text in self.vocab else [1000 + ord(c) for c in text]
+        return Reply(body={"tokens": [2, *ids]})
+
     def _next(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        if not path.startswith("/v1/"):
+            with self._lock:
+                self.side.append(Seen(path, body, headers))
+            return self._tokenize(body) if path == "/extras/tokenize" else Reply(404, {"detail": "Not Found"})
         with self._lock:
             self.seen.append(Seen(path, body, headers))
             if self.script:

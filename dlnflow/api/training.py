@@ -206,7 +206,8 @@ def _run_row(s: RunState) -> dict[str, Any]:
     spent = {k: 0 if s.skipped else int(summary.get(k, 0)) for k in USAGE_KEYS}
     return {"seed": s.point.seed, "settings": s.point.settings, "run_dir": str(s.run_dir),
             "skipped": s.skipped, "metrics": summary.get("metrics"), **spent,
-            "predicted": None if s.skipped else summary.get("predicted")}
+            "predicted": None if s.skipped else summary.get("predicted"),
+            "timing": None if s.skipped else summary.get("timing")}
 
 
 def _announcer(sweep: Sweep, tell: Info) -> Listener:

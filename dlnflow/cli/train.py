@@ -12,6 +12,7 @@ from dlnflow.api.training import TrainOptions
 from dlnflow.cli.common import SPEC_ARG, pct
 from dlnflow.cli.context import app
 from dlnflow.cli.progress import ProgressLine
+from dlnflow.runtime.timing import timing_lines
 
 
 @click.command("train")
@@ -86,7 +87,8 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
         bar.close()
     if outcome.payload.get("lock_note"):
         a.warn(outcome.payload["lock_note"])
-    a.emit(outcome.payload, _sweep_text(outcome) if outcome.payload.get("sweep") else _run_text(outcome.payload))
+    a.emit(outcome.payload, _sweep_text(outcome) if outcome.payload.get("sweep")
+           else _run_text(outcome.payload, verbose=a.verbosity > 0))
 
 
 def _vs(predicted: dict[str, Any] | None, payload: dict[str, Any]) -> str:
@@ -102,7 +104,7 @@ def _vs(predicted: dict[str, Any] | None, payload: dict[str, Any]) -> str:
             f"{payload['prompt_tokens']} + {payload['completion_tokens']} tokens")
 
 
-def _run_text(payload: dict[str, Any]) -> str:
+def _run_text(payload: dict[str, Any], verbose: bool = False) -> str:
     m = payload["metrics"]
     lines = [
         f"dev accuracy:  {pct(m['dev_before'])} before -> {pct(m['dev'])} after",
@@ -115,6 +117,8 @@ def _run_text(payload: dict[str, Any]) -> str:
         f"run log: {payload['run_dir']}",
     ]
     lines += [f"  {name}: {prompt!r}" for name, prompt in payload["prompts"].items()]
+    if verbose and payload.get("timing"):
+        lines += ["where the time went:", *(f"  {line}" for line in timing_lines(payload["timing"]))]
     return "\n".join(lines)
 
 

@@ -95,6 +95,21 @@ BACKWARD_LIBRARY: dict[str, str] = {
     ),
 }
 
+BACKWARD_STOPS: dict[str, tuple[str, ...]] = {
+    # Where an answer to a backward template is complete: a blank line, or the model starting to
+    # write the template's own next section (its labels at the start of a line). Text after these
+    # is never part of the instruction or hidden text the optimizers keep.
+    "rewrite": ("\n\n", "\nInput:", "\nModel answer:", "\nCorrect answer:", "\nCurrent instruction:",
+                "\nNew instruction:"),
+    "hidden_rewrite": ("\n\n", "\nInput:", "\nReasoning it wrote:", "\nBetter reasoning:",
+                       "\nCurrent instruction:", "\nNew instruction:"),
+    "induce": ("\n\n", "\nInput:", "\nAnswer:", "\nInstruction:"),
+    # A hidden text may span lines, so no blank-line stop here; the layer's own stops are added.
+    "posterior": ("\nInput:", "\nA first attempt at the reasoning was:", "\nThe final step will be told:",
+                  "\nThe correct final answer is:", "\nReasoning:"),
+}
+"""Stop sequences of each backward template (see :func:`backward_stops`)."""
+
 REWRITE_INSTRUCTIONS: tuple[str, ...] = (
     "Rewrite the instruction so the wrong answers above would become right. Keep it short.",
     "Rewrite the instruction and add one short worked example taken from the inputs above.",
@@ -271,3 +286,14 @@ def unknown_template_message(name: str) -> str:
 def backward(name: str) -> Template:
     """One of the optimizers' built-in backward templates."""
     return Template.parse(BACKWARD_LIBRARY[name], name)
+
+
+def backward_stops(name: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The stop sequences of backward template ``name``, after ``extra`` (a layer's own stops).
+
+    >>> backward_stops("induce")
+    ('\\n\\n', '\\nInput:', '\\nAnswer:', '\\nInstruction:')
+    >>> backward_stops("posterior", ("\\n\\n",))[:2]
+    ('\\n\\n', '\\nInput:')
+    """
+    return tuple(dict.fromkeys((*extra, *BACKWARD_STOPS[name])))

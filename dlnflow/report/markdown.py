@@ -23,6 +23,7 @@ from typing import Any
 
 from dlnflow.core.errors import DataError, InputError, Problem
 from dlnflow.data.dataset import load_dataset
+from dlnflow.runtime.timing import timing_markdown
 from dlnflow.spec.compiler import compile_spec
 from dlnflow.training.runs import SUMMARY, run_dir_for
 
@@ -63,6 +64,7 @@ class RunReport:
     best_iteration: int | None = None
     wall_seconds: float | None = None
     stop_message: str | None = None
+    timing: dict[str, Any] | None = None
 
     @property
     def tokens_saved(self) -> int:
@@ -90,6 +92,7 @@ class RunReport:
             "best_iteration": self.best_iteration,
             "wall_seconds": self.wall_seconds,
             "stop_message": self.stop_message,
+            "timing": self.timing,
         }
 
 
@@ -251,7 +254,10 @@ def load_run(run_dir: Path) -> RunReport:
         report.metrics["dev_before"] = before.dev
     usage = records[-1].get("usage")
     usage = usage if isinstance(usage, dict) else {}
+    timed = [r["timing"] for r in records if isinstance(r.get("timing"), dict)]
+    report.timing = timed[-1] if timed else None
     if summary is not None:
+        report.timing = summary.get("timing") or report.timing
         report.metrics.update({k: float(v) for k, v in (summary.get("metrics") or {}).items()})
         report.prompts_after = _prompts(summary.get("prompts")) or report.prompts_after
         report.iterations_run = int(summary.get("iterations_run", report.iterations_run))
@@ -349,7 +355,7 @@ def render_markdown(report: RunReport, curve: str | None = CURVE_NAME) -> str:
     lines = [f"# Training run: {report.name} ({report.run_id})", "",
              f"Run folder: `{report.run_dir}`", "", _status_line(report), ""]
     lines += _results_section(report) + _validation_section(report, curve)
-    lines += _prompts_section(report) + _cost_section(report)
+    lines += _prompts_section(report) + _cost_section(report) + timing_markdown(report.timing)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

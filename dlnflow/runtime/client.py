@@ -16,6 +16,7 @@ Cache modes: ``"use"`` (read and write), ``"refresh"`` (write only), ``"off"`` (
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from dlnflow.core.backend import Backend, Request, Result
 from dlnflow.core.errors import BackendError, BudgetExceeded, ConfigError
 from dlnflow.runtime.cache import CallCache, canonical_json, key_from_identity_json
+from dlnflow.runtime.timing import Timing, counter_delta
 
 CacheMode = Literal["use", "refresh", "off"]
 
@@ -92,6 +94,7 @@ class Client:
     on_progress: Callable[[Usage], None] | None = None
     usage: Usage = field(default_factory=Usage)
     per_model: dict[str, Usage] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _inflight: dict[str, Future[Result]] = field(default_factory=dict, repr=False)
     _identities: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
@@ -258,9 +261,7 @@ class Client:
                 kept.add(index)
 
         try:
-            run_each = getattr(backend, "run_each", None)
-            batch = [owned[k] for k in batch_keys]
-            answers = run_each(batch, keep) if callable(run_each) else backend.run(batch)
+            answers = self._timed_run(backend, [owned[k] for k in batch_keys], keep)
             if len(answers) != len(batch_keys):
                 raise BackendError(f"model {model!r} returned {len(answers)} results for "
                                    f"{len(batch_keys)} requests")
@@ -284,6 +285,33 @@ class Client:
                 self._add(stats, {"retries": retries - stats.retries})
         finally:  # whatever happens above, nobody is left waiting
             self._release(batch_keys, answers=answers)
+
+    def _timed_run(self, backend: Backend, requests: list[Request],
+                   keep: Callable[[int, Result], None]) -> list[Result]:
+        """Run ``requests`` (answer by answer through ``keep`` when the backend offers ``run_each``) with
+        the seconds, tokens and the backend's own counters filed in :attr:`timing`."""
+        counters = getattr(backend, "counters", None)
+        before = counters() if counters is not None else {}
+        started = time.perf_counter()
+        run_each = getattr(backend, "run_each", None)
+        answers = run_each(requests, keep) if callable(run_each) else backend.run(requests)
+        seconds = time.perf_counter() - started
+        after = counters() if counters is not None else {}
+        self.timing.record([r.op for r in requests], seconds,
+                           sum(int(a.get("prompt_tokens") or 0) for a in answers),
+                           sum(int(a.get("completion_tokens") or 0) for a in answers),
+                           counter_delta(before, after))
+        return answers
+
+    def timing_summary(self, wall_seconds: float | None = None) -> dict[str, Any]:
+        """The ``timing`` block of this client's work (see :mod:`dlnflow.runtime.timing`), remote latencies included."""
+        latencies: list[float] = []
+        seen: set[int] = set()
+        for backend in self.models.values():
+            if id(backend) not in seen:
+                seen.add(id(backend))
+                latencies.extend(getattr(backend, "latencies", None) or [])
+        return self.timing.summary(wall_seconds, latencies)
 
     def _release(self, keys: list[str], answers: list[Result] | None = None,
                  exc: BaseException | None = None) -> None:

@@ -64,6 +64,7 @@ class TrainResult:
     prompts: dict[str, str] = field(default_factory=dict)
     predicted: dict[str, Any] | None = None
     lock_note: str | None = None
+    timing: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -88,6 +89,8 @@ class TrainResult:
             out["predicted"] = self.predicted
         if self.lock_note is not None:
             out["lock_note"] = self.lock_note
+        if self.timing is not None:
+            out["timing"] = self.timing
         return out
 
 
@@ -261,6 +264,7 @@ class Trainer:
                 if t.patience is not None and stale >= t.patience:
                     stopped = True
             record["usage"] = self._usage()
+            record["timing"] = net.client.timing_summary(time.monotonic() - started)
             log.write(record)
             self._track(record)
             if stopped:
@@ -270,6 +274,7 @@ class Trainer:
         metrics["test"] = self._evaluate("test")
         labels["test"] = self._labels
         iterations_run = it if iterative else 0
+        wall = time.monotonic() - started
         lock_path, lock_note = p.lock_path, None
         if self.write_lock:
             lock = lockmod.build_lock(
@@ -283,13 +288,14 @@ class Trainer:
             lock_path=lock_path,
             run_dir=log.directory,
             usage=self._usage(),
-            wall_seconds=time.monotonic() - started,
+            wall_seconds=wall,
             iterations_run=iterations_run,
             best_iteration=best_it,
             stopped_early=stopped,
             prompts=graph.state(),
             predicted=self.prediction,
             lock_note=lock_note,
+            timing=net.client.timing_summary(wall),
         )
         summary = {**result.as_dict(), "config": config, "label_counts": labels}
         cost = run_cost(p.models, result.usage)
