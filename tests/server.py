@@ -103,12 +103,13 @@ def llama_server(gguf_path: Path) -> Iterator[str]:
 # -- the scripted fake ---------------------------------------------------------------------------
 @dataclass
 class Reply:
-    """One scripted answer: HTTP status, JSON body, extra headers, and a delay before answering."""
+    """One scripted answer: HTTP status, JSON body (or ``raw`` bytes), extra headers, a delay before answering."""
 
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    raw: bytes | None = None
 
 
 @dataclass
@@ -157,11 +158,21 @@ def default_chat(body: dict[str, Any], top: dict[str, float]) -> dict[str, Any]:
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog deep enough for a client that opens dozens of connections at once."""
+
+    request_queue_size = 128
+
+
 class FakeOpenAI:
     """A scripted OpenAI-compatible server on 127.0.0.1 for unit tests.
 
     Replies come from ``script`` (a queue of :class:`Reply`, consumed in arrival order), then
     from ``respond(path, body)`` if set, else from :func:`default_completion` / :func:`default_chat`.
+
+    Requests outside ``/v1/`` (tokenize routes) are kept apart in ``side`` and answered 404, unless
+    ``vocab`` maps texts to token ids: then ``/extras/tokenize`` answers like llama-cpp-python's
+    server (a BOS id 2 first; unknown texts get one id per character from 1000 up).
     """
 
     def __init__(self) -> None:
@@ -169,10 +180,12 @@ class FakeOpenAI:
         self.respond: Callable[[str, dict[str, Any]], Reply] | None = None
         self.top: dict[str, float] = {" Yes": -0.2, " No": -1.8, " maybe": -3.0}
         self.seen: list[Seen] = []
+        self.side: list[Seen] = []
+        self.vocab: dict[str, int] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -190,7 +203,18 @@ class FakeOpenAI:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
+    def _tokenize(self, body: dict[str, Any]) -> Reply:
+        text = str(body.get("input", ""))
+        if self.vocab is None:
+            return Reply(404, {"detail": "Not Found"})
+        ids = [self.vocab[text]] if text in self.vocab else [1000 + ord(c) for c in text]
+        return Reply(body={"tokens": [2, *ids]})
+
     def _next(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        if not path.startswith("/v1/"):
+            with self._lock:
+                self.side.append(Seen(path, body, headers))
+            return self._tokenize(body) if path == "/extras/tokenize" else Reply(404, {"detail": "Not Found"})
         with self._lock:
             self.seen.append(Seen(path, body, headers))
             if self.script:
@@ -226,7 +250,8 @@ class FakeOpenAI:
                         fake.in_flight -= 1
 
             def _send(self, reply: Reply) -> None:
-                data = json.dumps(reply.body if reply.body is not None else {}).encode()
+                data = reply.raw if reply.raw is not None else json.dumps(
+                    reply.body if reply.body is not None else {}).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")

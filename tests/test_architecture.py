@@ -23,6 +23,7 @@ OPTIONAL_INSIDE_FUNCTIONS = {
     "ray": "an optional extra",
     "redis": "an optional extra",
     "mlflow": "an optional extra",
+    "tiktoken": "optional: token ids of class words for the OpenAI API's own models",
     "scipy": "statistics are loaded only when a sweep is aggregated",
 }
 

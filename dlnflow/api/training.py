@@ -30,6 +30,8 @@ from dlnflow.spec.compiler import compile_spec
 from dlnflow.spec.overrides import point_label
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.spec.settings import BudgetSettings
+from dlnflow.tracking.mlflow_tracker import SweepTracking, run_tracker
+from dlnflow.tracking.settings import TrackingSettings, tracking_settings
 from dlnflow.training.trainer import Progress, Trainer
 
 USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens")
@@ -43,7 +45,8 @@ class TrainOptions:
     ``seed`` replaces ``train.seed`` (or, in a spec with ``experiments.seeds``, the seeds);
     ``seeds`` makes a sweep over seeds; ``sets`` are ``SETTING=V[,V...]`` texts as given to
     ``--set`` (several values make a grid); ``iterations`` replaces ``train.iterations``;
-    ``max_calls``/``max_tokens`` replace the spec's budget for the whole command.
+    ``max_calls``/``max_tokens`` replace the spec's budget for the whole command; ``track``
+    (``mlflow`` or ``none``) replaces the spec's ``tracking`` section (see :mod:`dlnflow.tracking`).
     """
 
     seed: int | None = None
@@ -52,6 +55,7 @@ class TrainOptions:
     iterations: int | None = None
     max_calls: int | None = None
     max_tokens: int | None = None
+    track: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,22 +139,46 @@ def plan(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: st
 
 # -- training ----------------------------------------------------------------------------------------
 def train(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: str | Path | None = None,
-          cache_mode: str = "use", progress: Progress | None = None, info: Info | None = None) -> Outcome:
+          cache_mode: str = "use", progress: Progress | None = None, info: Info | None = None,
+          warn: Info | None = None) -> Outcome:
     """Train ``spec`` as ``options`` say: one run, or a sweep over seeds and settings.
 
     Writes the spec's lock file. ``progress`` hears the trainer's events, ``info`` one line per
-    step worth telling a person (which run starts, what it reached).
+    step worth telling a person (which run starts, what it reached), ``warn`` a tracking failure
+    (also kept in the payload's ``tracking.warnings``).
     """
     sweep, is_sweep = open_sweep(spec, options, cache_dir, cache_mode)
     budget = budget_for(sweep.base, options)
     tell = info or (lambda line: None)
+    notes = TrackingNotes(tracking_settings(sweep.base, options.track), warn)
+    if notes.settings is not None:
+        tell(f"tracking to MLflow at {notes.settings.uri}, experiment {notes.settings.experiment!r}")
     if is_sweep:
-        return _train_sweep(Path(spec), sweep, budget, progress, tell)
-    return _train_one(Path(spec), sweep, budget, progress, tell)
+        return _train_sweep(Path(spec), sweep, budget, progress, tell, notes)
+    return _train_one(Path(spec), sweep, budget, progress, tell, notes)
+
+
+class TrackingNotes:
+    """The command's tracking settings and the warnings tracking gave (shown, and kept for the payload)."""
+
+    def __init__(self, settings: TrackingSettings | None, warn: Info | None):
+        self.settings = settings
+        self.warn = warn
+        self.warnings: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.warnings.append(message)
+        if self.warn is not None:
+            self.warn(message)
+
+    def payload(self, run_id: str | None) -> dict[str, Any]:
+        assert self.settings is not None
+        return {"backend": self.settings.backend, "uri": self.settings.uri, "experiment": self.settings.experiment,
+                "run_id": run_id, "warnings": self.warnings}
 
 
 def _train_one(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progress | None,
-               tell: Info) -> Outcome:
+               tell: Info, notes: TrackingNotes) -> Outcome:
     s = sweep.states[0]
     net = s.net
     with net:
@@ -163,9 +191,14 @@ def _train_one(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progr
         tell(f"predicted: {predicted.new_calls} new backend calls, {predicted.cached_calls} cached"
              + ("" if predicted.exact else " (estimate)"))
         overrides = s.point.fixed or None
+        tracker = run_tracker(notes.settings, net.pipeline, net.identities(), f"{net.pipeline.name} {s.run_dir.name}",
+                              warn=notes) if notes.settings is not None else None
         result = Trainer(net, progress=progress, run_dir=s.run_dir if overrides else None,
-                         prediction=predicted.predicted(), overrides=overrides).fit()
-        return Outcome(result.as_dict())
+                         prediction=predicted.predicted(), overrides=overrides, tracker=tracker).fit()
+        payload = result.as_dict()
+        if tracker is not None:
+            payload["tracking"] = notes.payload(tracker.run_id)
+        return Outcome(payload)
 
 
 def _run_row(s: RunState) -> dict[str, Any]:
@@ -173,7 +206,8 @@ def _run_row(s: RunState) -> dict[str, Any]:
     spent = {k: 0 if s.skipped else int(summary.get(k, 0)) for k in USAGE_KEYS}
     return {"seed": s.point.seed, "settings": s.point.settings, "run_dir": str(s.run_dir),
             "skipped": s.skipped, "metrics": summary.get("metrics"), **spent,
-            "predicted": None if s.skipped else summary.get("predicted")}
+            "predicted": None if s.skipped else summary.get("predicted"),
+            "timing": None if s.skipped else summary.get("timing")}
 
 
 def _announcer(sweep: Sweep, tell: Info) -> Listener:
@@ -195,12 +229,20 @@ def _announcer(sweep: Sweep, tell: Info) -> Listener:
 
 
 def _train_sweep(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progress | None,
-                 tell: Info) -> Outcome:
+                 tell: Info, notes: TrackingNotes) -> Outcome:
     started = time.monotonic()
     tell(f"sweep of {spec}: {len(sweep.states)} run(s) ({len(sweep.matrix.seeds)} seed(s) x "
          f"{len(sweep.matrix.points())} setting(s)), {len(sweep.pending)} to train")
-    sweep.run(budget, progress=progress, listen=_announcer(sweep, tell))
+    parent = SweepTracking(notes.settings, sweep, warn=notes) if notes.settings is not None else None
+    try:
+        sweep.run(budget, progress=progress, listen=_announcer(sweep, tell), track=parent.child if parent else None)
+    except BaseException as exc:
+        if parent is not None:
+            parent.failed(f"{type(exc).__name__}: {exc}")
+        raise
     lock = sweep.write_lock()
+    if parent is not None:
+        parent.finished(lock)
     rows = [_run_row(s) for s in sweep.states]
     totals = {k: sum(r[k] for r in rows) for k in USAGE_KEYS}
     predicted = {k: sum((r["predicted"] or {}).get(k, 0) for r in rows) for k in USAGE_KEYS}
@@ -212,6 +254,8 @@ def _train_sweep(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Pro
         "lock": str(lock) if lock else None, "predicted": predicted, "runs": rows,
         "points": [p.as_dict() for p in points], "best": sweep.summary().get("best"),
     }
+    if parent is not None:
+        payload["tracking"] = notes.payload(parent.parent)
     notes = []
     if best is not None:
         notes.append(f"best: {point_label(best[1].point.settings)} (seed {best[1].point.seed}), "

@@ -16,7 +16,8 @@ import click
 
 from dlnflow._version import __version__
 from dlnflow.cli.context import AppContext
-from dlnflow.cli.render import render_error, run_guarded
+from dlnflow.cli.flags import with_global_flags
+from dlnflow.cli.render import Interrupted, render_error, run_guarded
 from dlnflow.core.errors import DlnflowError
 
 COMMANDS: dict[str, str] = {
@@ -46,11 +47,13 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
+        return with_global_flags(command)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
         except DlnflowError as exc:
             obj = ctx.find_object(AppContext)
             render_error(exc, as_json=bool(obj and obj.as_json), color=bool(obj and obj.color))

@@ -89,7 +89,12 @@ def verify_cmd(ctx: click.Context) -> None:
     """
     a = app(ctx)
     folder = _folder(a)
-    if not _has_cache(folder):
+    try:
+        present = _has_cache(folder)
+    except RuntimeFault as exc:
+        _report(a, {"path": str(folder), "exists": True, "ok": False, "entries": 0, "problems": [str(exc)]})
+        ctx.exit(1)
+    if not present:
         a.emit({"path": str(folder), "exists": False, "ok": True, "problems": []},
                f"{folder}: no cache there yet; nothing to check")
         return
@@ -104,13 +109,18 @@ def verify_cmd(ctx: click.Context) -> None:
     if not problems:
         a.emit(payload, f"{folder}: {entries:,} entries, no problems found")
         return
+    _report(a, payload)
+    ctx.exit(1)
+
+
+def _report(a: AppContext, payload: dict[str, Any]) -> None:
+    """The problems ``verify`` found, as JSON or one line each on stderr."""
     if a.as_json:
         a.emit(payload)
-    else:
-        for problem in problems:
-            click.echo(f"problem: {problem}", err=True)
-        click.echo(f"{folder}: {len(problems)} problem(s) found", err=True)
-    ctx.exit(1)
+        return
+    for problem in payload["problems"]:
+        click.echo(f"problem: {problem}", err=True)
+    click.echo(f"{payload['path']}: {len(payload['problems'])} problem(s) found", err=True)
 
 
 @cache.command("clear")
@@ -158,7 +168,12 @@ def stdin_is_terminal() -> bool:
 
 
 def _has_cache(folder: Path) -> bool:
-    return (folder / DB_NAME).is_file()
+    """Whether a cache database is there; something else at its place is a clear fault (exit 1)."""
+    db = folder / DB_NAME
+    if db.exists() and not db.is_file():
+        raise RuntimeFault(f"{db} is a folder (or another kind of file), not a cache database; move it away "
+                           "(the cache only saves time: nothing else is lost)")
+    return db.is_file()
 
 
 def _open(folder: Path) -> CallCache:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from dlnflow._util.redact import redact, redact_data
 from dlnflow.cli.render import paint, use_color
 from dlnflow.runtime.location import default_cache_dir
 
@@ -41,19 +42,19 @@ class AppContext:
         """A warning on stderr (kept with -q; silent with --json, whose payload carries it)."""
         if not self.as_json:
             color = self.color
-            click.echo(f"{paint('warning:', 'warning', color)} {message}", err=True, color=color)
+            click.echo(f"{paint('warning:', 'warning', color)} {redact(message)}", err=True, color=color)
 
     def info(self, message: str) -> None:
         """A progress or status line on stderr (silent with -q or --json)."""
         if not self.quiet and not self.as_json:
-            click.echo(message, err=True)
+            click.echo(redact(message), err=True)
 
     def emit(self, payload: Any, text: str | None = None) -> None:
         """The command's result: JSON on stdout with --json, else ``text``."""
         if self.as_json:
-            click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+            click.echo(json.dumps(redact_data(payload), indent=2, sort_keys=True, ensure_ascii=False))
         elif text is not None:
-            click.echo(text)
+            click.echo(redact(text))
 
 
 def app(ctx: click.Context) -> AppContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -10,7 +11,9 @@ from typing import Any, TextIO
 
 import click
 
+from dlnflow._util.redact import redact, redact_data
 from dlnflow.core.errors import DataError, DlnflowError, SpecError
+
 
 ROLES: dict[str, dict[str, Any]] = {
     "error": {"fg": "red", "bold": True},
@@ -49,13 +52,13 @@ def paint(text: str, role: str, color: bool) -> str:
 
 def error_payload(exc: DlnflowError) -> dict[str, Any]:
     problems = getattr(exc, "problems", None) or []
-    return {
+    return redact_data({
         "ok": False,
         "error": type(exc).__name__,
         "exit_code": exc.exit_code,
         "message": str(exc) if not problems else f"{len(problems)} problem(s)",
         "errors": [p.as_dict() for p in problems],
-    }
+    })
 
 
 def render_error(exc: DlnflowError, as_json: bool = False, color: bool = False) -> None:
@@ -66,17 +69,34 @@ def render_error(exc: DlnflowError, as_json: bool = False, color: bool = False) 
     if isinstance(exc, SpecError) or (isinstance(exc, DataError) and exc.problems):
         problems = exc.problems  # type: ignore[attr-defined]
         for p in problems:
-            click.echo(p.render(with_source=True, style=lambda t, r: paint(t, r, color)), err=True, color=color)
+            text = p.render(with_source=True, style=lambda t, r: paint(t, r, color))
+            click.echo(redact(text), err=True, color=color)
         n = len(problems)
         click.echo(f"{n} problem{'s' if n != 1 else ''} found.", err=True)
         return
-    click.echo(f"{paint('error:', 'error', color)} {exc}", err=True, color=color)
+    click.echo(f"{paint('error:', 'error', color)} {redact(str(exc))}", err=True, color=color)
+
+
+INTERRUPTED = "interrupted: every call that finished is kept in the cache; run the same command again to continue"
+"""The one line printed when the user presses Ctrl-C (exit code 130, as for any program killed by SIGINT)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C inside a command, carried past click (which would print "Aborted!" and exit 1)."""
 
 
 def run_guarded(cli: click.Group, argv: list[str] | None = None) -> Any:
-    """Run ``cli`` as a program: click handles usage errors (exit 2); ours are handled in the group."""
+    """Run ``cli`` as a program: usage errors exit 2, ours are handled in the group, Ctrl-C exits 130."""
     try:
-        return cli.main(args=argv, prog_name="dlnflow", standalone_mode=True)
-    except KeyboardInterrupt:  # pragma: no cover - interactive
-        click.echo("interrupted; everything computed so far is in the cache", err=True)
+        code = cli.main(args=argv, prog_name="dlnflow", standalone_mode=False)
+    except (Interrupted, KeyboardInterrupt, click.exceptions.Abort):
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # output piped into a program that stopped reading
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -12,11 +12,12 @@ from dlnflow.api.training import TrainOptions
 from dlnflow.cli.common import SPEC_ARG, pct
 from dlnflow.cli.context import app
 from dlnflow.cli.progress import ProgressLine
+from dlnflow.runtime.timing import timing_lines
 
 
 @click.command("train")
 @SPEC_ARG
-@click.option("--seed", type=int, help="Override train.seed (every random choice follows it).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Override train.seed (every random choice follows it).")
 @click.option("--seeds", help="Train once per seed, e.g. 13,42,25 (a sweep; replaces experiments.seeds).")
 @click.option("--set", "sets", multiple=True, metavar="SETTING=V[,V...]",
               help="Override a dotted setting; several comma-separated values make a sweep over them "
@@ -28,9 +29,14 @@ from dlnflow.cli.progress import ProgressLine
               help="Stop before more than N real tokens could be spent (for the whole command).")
 @click.option("--dry-run", is_flag=True,
               help="Predict the calls and tokens training needs (cached vs new) without calling a model.")
+@click.option("--track", type=click.Choice(["mlflow", "none"]),
+              help="Log the run (a sweep: a parent run and one child per run) to MLflow; `none` turns off the "
+                   "spec's tracking section. URI: $DLNFLOW_TRACKING_URI, else tracking.uri, else mlflow.db "
+                   "at the project root.")
 @click.pass_context
 def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, sets: tuple[str, ...],
-          iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool) -> None:
+          iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool,
+          track: str | None) -> None:
     """Train the prompts of SPEC and write SPEC's lock file beside it.
 
     Runs the method in the spec's `train` section (dln1, vi, ape, fewshot or none),
@@ -55,6 +61,7 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
       dlnflow --json train pipelines/quickstart.yaml --seed 7
       dlnflow train pipelines/quickstart.yaml --seeds 13,42,25 --set train.prompt_candidates=3,5
       dlnflow train pipelines/navigate-dln2.yaml --iterations 2 --max-calls 500
+      dlnflow train pipelines/quickstart.yaml --track mlflow
     """
     a = app(ctx)
     if not spec.exists():
@@ -62,7 +69,7 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     if seed is not None and seeds:
         raise click.UsageError("--seed and --seeds exclude each other")
     options = TrainOptions(seed=seed, seeds=seeds, sets=sets, iterations=iterations, max_calls=max_calls,
-                           max_tokens=max_tokens)
+                           max_tokens=max_tokens, track=track)
     cache = (a.resolve_cache_dir(spec.parent), a.cache_mode)
     if dry_run:
         outcome = api.plan(spec, options, *cache)
@@ -75,10 +82,13 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
         a.info(line)
 
     try:
-        outcome = api.train(spec, options, *cache, progress=bar, info=info)
+        outcome = api.train(spec, options, *cache, progress=bar, info=info, warn=a.warn)
     finally:
         bar.close()
-    a.emit(outcome.payload, _sweep_text(outcome) if outcome.payload.get("sweep") else _run_text(outcome.payload))
+    if outcome.payload.get("lock_note"):
+        a.warn(outcome.payload["lock_note"])
+    a.emit(outcome.payload, _sweep_text(outcome) if outcome.payload.get("sweep")
+           else _run_text(outcome.payload, verbose=a.verbosity > 0))
 
 
 def _vs(predicted: dict[str, Any] | None, payload: dict[str, Any]) -> str:
@@ -94,7 +104,7 @@ def _vs(predicted: dict[str, Any] | None, payload: dict[str, Any]) -> str:
             f"{payload['prompt_tokens']} + {payload['completion_tokens']} tokens")
 
 
-def _run_text(payload: dict[str, Any]) -> str:
+def _run_text(payload: dict[str, Any], verbose: bool = False) -> str:
     m = payload["metrics"]
     lines = [
         f"dev accuracy:  {pct(m['dev_before'])} before -> {pct(m['dev'])} after",
@@ -107,6 +117,8 @@ def _run_text(payload: dict[str, Any]) -> str:
         f"run log: {payload['run_dir']}",
     ]
     lines += [f"  {name}: {prompt!r}" for name, prompt in payload["prompts"].items()]
+    if verbose and payload.get("timing"):
+        lines += ["where the time went:", *(f"  {line}" for line in timing_lines(payload["timing"]))]
     return "\n".join(lines)
 
 

@@ -121,3 +121,26 @@ class ContextOverflow(BackendError):
 
 class BudgetExceeded(RuntimeFault):
     """The next backend calls would exceed ``train.budget``; nothing over budget was spent."""
+
+
+class WriteError(RuntimeFault):
+    """A file or folder could not be written (read-only file system, no permission, disk full)."""
+
+    def __init__(self, path: object, reason: str, hint: str = ""):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {path}: {reason}" + (f"; {hint}" if hint else ""))
+
+    @classmethod
+    def from_os(cls, path: object, exc: OSError, hint: str = "") -> WriteError:
+        """The error naming ``path`` and why ``exc`` stopped the write, in words.
+
+        >>> import errno
+        >>> str(WriteError.from_os("out/x.txt", OSError(errno.EROFS, "Read-only file system")))
+        'cannot write out/x.txt: the file system is read-only'
+        """
+        return cls(path, _WRITE_REASONS.get(exc.errno or 0, exc.strerror or str(exc)), hint)
+
+
+_WRITE_REASONS = {30: "the file system is read-only", 13: "permission denied", 1: "permission denied",
+                  28: "the disk is full", 122: "the disk quota is used up"}
+"""errno values (EROFS, EACCES, EPERM, ENOSPC, EDQUOT on Linux) in words."""

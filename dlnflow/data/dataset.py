@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from dlnflow._util.suggest import closest
+from dlnflow.core.bounded import lone_surrogate
 from dlnflow.core.errors import DataError, Problem
 from dlnflow.core.example import Example
 from dlnflow.data import tasks
@@ -177,6 +178,12 @@ def to_examples(
                 values.append(None)
                 continue
             text = _text(record.fields[name])
+            if text is not None and lone_surrogate(text) is not None:
+                hint = "write the character itself, or a full surrogate pair such as \\ud83d\\ude00"
+                problems.add(record.problem(f'field "{name}" holds a lone surrogate escape, which is not a '
+                                            "character", name, hint), ("surrogate", name))
+                values.append(None)
+                continue
             if text is None:
                 kind = type(record.fields[name]).__name__ if record.fields[name] is not None else "null"
                 problems.add(record.problem(f'field "{name}" is {kind}; expected text', name), ("type", name, kind))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlnflow.core.bounded import DATA_BYTES, BoundsError, check_json_depth, read_regular
 from dlnflow.core.errors import DataError, Problem
 
 MAX_LINE_BYTES = 1_000_000
@@ -73,11 +74,14 @@ def file_error(path: Path, message: str, hint: str | None = None) -> DataError:
 
 def read_source(path: Path, line_based: bool) -> tuple[bytes, str]:
     """The file's bytes and text, after the existence, emptiness, line-length and UTF-8 checks."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise file_error(path, "data file not found", "check data.path; it is relative to the spec file")
     if path.is_dir():
         raise file_error(path, "expected a file but found a directory")
-    raw = path.read_bytes()
+    try:
+        raw = read_regular(path, DATA_BYTES)
+    except BoundsError as exc:
+        raise file_error(path, exc.reason, exc.hint) from None
     if not raw.strip():
         raise file_error(path, "data file is empty", "it must hold at least one example")
     if line_based:
@@ -126,14 +130,22 @@ class Lines:
         return index + 1, offset - self.starts[index] + 1
 
     def source(self, line: int, limit: int = 240) -> str | None:
-        """The text of ``line`` when it is short enough to show under a message."""
+        """The text of ``line`` when it is short enough to show under a message (``None`` past the end:
+        the csv module also counts a lone carriage return as a line break)."""
+        if not 0 < line <= len(self.starts):
+            return None
         start = self.starts[line - 1]
         end = self.starts[line] - 1 if line < len(self.starts) else len(self.text)
         return self.text[start:end] if end - start <= limit else None
 
 
 def parse_json(text: str, name: str) -> Any:
-    """``json.loads`` with a located :class:`DataError` on bad syntax."""
+    """``json.loads`` with a located :class:`DataError` on bad syntax or too deep nesting."""
+    try:
+        check_json_depth(text)
+    except BoundsError as exc:
+        problem = Problem(name, exc.line, exc.col, "", exc.reason, Lines(text).source(exc.line), exc.hint)
+        raise DataError(f"{name}:{exc.line}:{exc.col}: {exc.reason}", [problem]) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -215,6 +227,11 @@ def jsonl_records(text: str, name: str) -> tuple[list[Record], list[Problem]]:
         if not line.strip():
             continue
         shown = line if len(line) <= 240 else None
+        try:
+            check_json_depth(line)
+        except BoundsError as exc:
+            problems.append(Problem(name, number, exc.col, "", exc.reason, shown, exc.hint))
+            continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ an interrupted sweep continues where it stopped. Running a sweep lives in
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             seeds.append(int(part.strip()))
         except ValueError:
             raise InputError(f"--seeds {text!r}: {part.strip()!r} is not an integer seed") from None
+        if not 0 <= seeds[-1] < 2**32:
+            raise InputError(f"--seeds {text!r}: {seeds[-1]} is not a seed (seeds are whole numbers from 0 to 2**32-1)")
     if len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds {text!r}: a seed is repeated")
     return tuple(seeds)
@@ -151,6 +154,20 @@ def matrix_for(pipeline: Pipeline, seeds: Sequence[int] | None = None,
     if not chosen:
         chosen = (int(fixed.pop("train.seed", pipeline.train.seed)),)
     check_settings(pipeline, sets)
+    _check_size(len(chosen), grid)
     return Matrix(chosen, grid, fixed), sweep
+
+
+MAX_RUNS = 1000
+"""Most runs one sweep may hold (seeds times grid points)."""
+
+
+def _check_size(seeds: int, grid: dict[str, list[Any]]) -> None:
+    """Refuse a sweep of more than :data:`MAX_RUNS` runs before anything is expanded."""
+    runs = seeds * math.prod(len(values) for values in grid.values())
+    if runs > MAX_RUNS:
+        sizes = " x ".join([f"{seeds} seed(s)", *(f"{len(v)} {k}" for k, v in grid.items())])
+        raise InputError(f"the sweep asks for {runs:,} runs ({sizes}); at most {MAX_RUNS:,} are allowed: "
+                         "vary fewer settings or fewer values at once")
 
 

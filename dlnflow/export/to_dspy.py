@@ -31,7 +31,7 @@ from dlnflow._util.files import write_atomic
 from dlnflow._version import __version__
 from dlnflow.backends.openai.settings import OpenAISettings
 from dlnflow.core.backend import shares_prefix
-from dlnflow.core.errors import InputError, LockError, SpecError
+from dlnflow.core.errors import InputError, LockError, SpecError, WriteError
 from dlnflow.export.plan import ExportPlan, ExportResult, LayerPlan
 from dlnflow.export.program import render_program
 from dlnflow.export.readme import render_readme
@@ -287,9 +287,12 @@ def export_dspy(spec: str | Path, out: str | Path, force: bool = False) -> Expor
     texts = render_files(plan)
     folder = Path(out)
     _check_out(folder, force)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        write_atomic(folder / name, texts[name], mode=0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            write_atomic(folder / name, texts[name], mode=0o644)
+    except OSError as exc:
+        raise WriteError.from_os(folder, exc, "choose a folder you can write to") from None
     return ExportResult(folder, tuple(folder / name for name in FILES), plan)
 
 

@@ -25,13 +25,15 @@ Answer:
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from dlnflow._util.suggest import closest
@@ -93,6 +95,21 @@ BACKWARD_LIBRARY: dict[str, str] = {
     ),
 }
 
+BACKWARD_STOPS: dict[str, tuple[str, ...]] = {
+    # Where an answer to a backward template is complete: a blank line, or the model starting to
+    # write the template's own next section (its labels at the start of a line). Text after these
+    # is never part of the instruction or hidden text the optimizers keep.
+    "rewrite": ("\n\n", "\nInput:", "\nModel answer:", "\nCorrect answer:", "\nCurrent instruction:",
+                "\nNew instruction:"),
+    "hidden_rewrite": ("\n\n", "\nInput:", "\nReasoning it wrote:", "\nBetter reasoning:",
+                       "\nCurrent instruction:", "\nNew instruction:"),
+    "induce": ("\n\n", "\nInput:", "\nAnswer:", "\nInstruction:"),
+    # A hidden text may span lines, so no blank-line stop here; the layer's own stops are added.
+    "posterior": ("\nInput:", "\nA first attempt at the reasoning was:", "\nThe final step will be told:",
+                  "\nThe correct final answer is:", "\nReasoning:"),
+}
+"""Stop sequences of each backward template (see :func:`backward_stops`)."""
+
 REWRITE_INSTRUCTIONS: tuple[str, ...] = (
     "Rewrite the instruction so the wrong answers above would become right. Keep it short.",
     "Rewrite the instruction and add one short worked example taken from the inputs above.",
@@ -109,6 +126,24 @@ MAX_VALUE_CHARS = 1_000_000
 """The longest string or list an operator inside a template may build."""
 MAX_EXPONENT_BITS = 4096
 """The largest number ``**`` may produce, in bits."""
+MAX_LOOP_STEPS = 1_000_000
+"""The most steps all ``{% for %}`` loops of one rendering may take together (nested loops multiply)."""
+MAX_OUTPUT_CHARS = 2_000_000
+"""The longest text one rendering may produce."""
+_STEPS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("dlnflow_template_steps")
+
+
+def _bounded_loop(items: Iterable[Any]) -> Iterator[Any]:
+    """``items``, counting each step against the rendering's :data:`MAX_LOOP_STEPS`."""
+    left = _STEPS.get(None)
+    if left is None:
+        left = [MAX_LOOP_STEPS]
+        _STEPS.set(left)
+    for item in items:
+        left[0] -= 1
+        if left[0] < 0:
+            raise jinja2.exceptions.SecurityError(f"the template's loops took more than {MAX_LOOP_STEPS} steps")
+        yield item
 
 
 class BoundedSandbox(SandboxedEnvironment):
@@ -125,6 +160,17 @@ class BoundedSandbox(SandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "+", "**"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters["dlnflow_bounded_loop"] = _bounded_loop
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The parsed template, with every ``for`` loop's sequence passed through :func:`_bounded_loop`."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "dlnflow_bounded_loop", [], [], None, None, lineno=loop.lineno)
+        return tree
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
@@ -199,8 +245,23 @@ class Template:
         return hashlib.sha256(self.source.encode("utf-8")).hexdigest()
 
     def render(self, **variables: Any) -> str:
+        token = _STEPS.set([MAX_LOOP_STEPS])
         try:
-            return str(self._compiled.render(**variables))
+            return self._render(variables)
+        finally:
+            _STEPS.reset(token)
+
+    def _render(self, variables: dict[str, Any]) -> str:
+        try:
+            parts: list[str] = []
+            size = 0
+            for chunk in self._compiled.generate(**variables):
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise jinja2.exceptions.SecurityError(f"the output would be longer than {MAX_OUTPUT_CHARS} "
+                                                          "characters")
+                parts.append(chunk)
+            return "".join(parts)
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"template uses an undefined variable: {exc.message}") from None
         except jinja2.exceptions.SecurityError as exc:
@@ -225,3 +286,14 @@ def unknown_template_message(name: str) -> str:
 def backward(name: str) -> Template:
     """One of the optimizers' built-in backward templates."""
     return Template.parse(BACKWARD_LIBRARY[name], name)
+
+
+def backward_stops(name: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The stop sequences of backward template ``name``, after ``extra`` (a layer's own stops).
+
+    >>> backward_stops("induce")
+    ('\\n\\n', '\\nInput:', '\\nAnswer:', '\\nInstruction:')
+    >>> backward_stops("posterior", ("\\n\\n",))[:2]
+    ('\\n\\n', '\\nInput:')
+    """
+    return tuple(dict.fromkeys((*extra, *BACKWARD_STOPS[name])))

@@ -5,35 +5,35 @@ A sweep (:mod:`dlnflow.experiments.sweep`) writes the prompts of its best run in
 make sense with the settings they were learned and measured with, so before a locked spec is
 evaluated or run, the best run's settings are applied too, except the training-only ones:
 
-- applied: ``layers.*`` (decoding such as ``generate.max_tokens``, templates, inputs, classes,
-  initial prompts), ``models.*`` (which model answers, with which options), ``loss`` (how ``eval``
-  scores an answer) and ``data.*`` (which examples ``eval`` reads);
+- applied, and only these (:func:`allowed`): a layer's ``prompt``, ``template``, ``inputs``,
+  ``trainable``, ``generate.*`` (decoding such as ``max_tokens``) and ``output.*`` (classes);
+  ``loss`` (how ``eval`` scores an answer); ``data.split.*``, ``data.input``, ``data.target`` and
+  ``data.labels`` (which examples ``eval`` reads and how);
+- refused, and named by ``status``, ``eval`` and ``run``: everything else, above all ``models.*``
+  and a layer's ``model``. A lock file is data a team commits and reviews; it must never decide
+  which model answers, where requests go or which credentials they carry, so only the spec and
+  the command line name models, endpoints, backends and keys. A refused setting also counts as
+  drift, so ``status --strict`` fails on it;
 - not applied: ``train.*`` (method, iterations, candidates, seed...). They decide which prompts
   training finds, and the lock already holds those; a forward pass never reads them.
 
->>> split_overrides({"train.seed": 3, "layers.think.generate.max_tokens": 8, "loss": "contains"})
-({'layers.think.generate.max_tokens': 8, 'loss': 'contains'}, {'train.seed': 3})
+>>> spec = {"layers": [{"name": "think"}]}
+>>> split_overrides({"train.seed": 3, "layers.think.generate.max_tokens": 8, "loss": "contains"}, spec)
+({'layers.think.generate.max_tokens': 8, 'loss': 'contains'}, {'train.seed': 3}, {})
+>>> split_overrides({"models.local.base_url": "http://elsewhere/v1", "layers.think.model": "api"}, spec)[2]
+{'models.local.base_url': 'http://elsewhere/v1', 'layers.think.model': 'api'}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dlnflow.core.errors import InputError
+from dlnflow.lockfile.allowlist import allowed, refused_line, split_overrides  # noqa: F401  (part of this API)
 from dlnflow.lockfile.lock import best_run_of, read_lock
 from dlnflow.spec.overrides import apply_overrides, point_label
 from dlnflow.spec.pipeline import Pipeline
-
-TRAINING_ONLY = "train."
-
-
-def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(applied, training_only)``: the settings inference needs, and the ones only training reads."""
-    applied = {k: v for k, v in overrides.items() if not k.startswith(TRAINING_ONLY)}
-    return applied, {k: v for k, v in overrides.items() if k.startswith(TRAINING_ONLY)}
-
 
 @dataclass(frozen=True)
 class BestRun:
@@ -44,19 +44,24 @@ class BestRun:
     applied: dict[str, Any] = field(default_factory=dict)
     training_only: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    refused: dict[str, Any] = field(default_factory=dict)
 
     def note(self) -> str:
-        """One line for the user: which run's prompts, and with which settings."""
+        """One line for the user: which run's prompts, with which settings, and what was refused."""
         head = f"prompts of the sweep's best run {self.run} (seed {self.seed})"
+        tail = f"; {refused_line(self.refused)}" if self.refused else ""
         if self.problem is not None:
-            return f"{head}; its settings were not applied: {self.problem}"
+            return f"{head}; its settings were not applied: {self.problem}{tail}"
         if not self.applied:
-            return f"{head}; it changed only training settings, which answering does not use"
-        return f"{head}, with its settings: {point_label(self.applied)}"
+            changed = "only training settings, which answering does not use" if not self.refused else \
+                "no setting that answering may take from a lock"
+            return f"{head}; it changed {changed}{tail}"
+        return f"{head}, with its settings: {point_label(self.applied)}{tail}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"run": self.run, "seed": self.seed, "applied": dict(self.applied),
-                "training_only": dict(self.training_only), "problem": self.problem}
+                "training_only": dict(self.training_only), "problem": self.problem,
+                "refused": sorted(self.refused)}
 
 
 def apply_best_run(pipeline: Pipeline) -> tuple[BestRun | None, Pipeline]:
@@ -70,11 +75,11 @@ def apply_best_run(pipeline: Pipeline) -> tuple[BestRun | None, Pipeline]:
     if found is None:
         return None, pipeline
     run, seed, overrides = found
-    applied, training_only = split_overrides(overrides)
+    applied, training_only, refused = split_overrides(overrides, pipeline.spec)
     if not applied:
-        return BestRun(run, seed, {}, training_only), pipeline
+        return BestRun(run, seed, {}, training_only, refused=refused), pipeline
     try:
         rebuilt = apply_overrides(pipeline, applied)
     except InputError as exc:
-        return BestRun(run, seed, {}, training_only, problem=str(exc)), pipeline
-    return BestRun(run, seed, applied, training_only), rebuilt
+        return BestRun(run, seed, {}, training_only, problem=str(exc), refused=refused), pipeline
+    return BestRun(run, seed, applied, training_only, refused=refused), rebuilt

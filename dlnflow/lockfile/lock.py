@@ -32,7 +32,10 @@ import yaml
 from dlnflow._util.files import atomic_writer
 from dlnflow._util.plain import plain
 from dlnflow._version import __version__
-from dlnflow.core.errors import InputError, LockError, Problem
+from dlnflow.core.bounded import SPEC_BYTES, BoundsError, compose_yaml, load_yaml, read_regular
+from dlnflow.core.errors import InputError, LockError, Problem, WriteError
+from dlnflow.lockfile.allowlist import refused_line, split_overrides
+from dlnflow.spec.loader import conflict_problems
 from dlnflow.spec.overrides import apply_overrides
 from dlnflow.spec.pipeline import Pipeline, lock_path_for  # noqa: F401  (part of this module's API)
 
@@ -131,16 +134,19 @@ def write_lock(path: Path, lock: dict[str, Any]) -> None:
     path = Path(path)
     data = dump_lock(lock).encode("utf-8")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    with atomic_writer(path, mode) as handle:
-        _write_all(handle, data)
+    try:
+        with atomic_writer(path, mode) as handle:
+            _write_all(handle, data)
+    except OSError as exc:
+        raise WriteError.from_os(path, exc) from None
 
 
 # -- reading -----------------------------------------------------------------------------------
 def _locate(text: str, pointer: list[str]) -> tuple[int, int]:
     """1-based (line, col) of the node at ``pointer`` (or of its nearest existing parent)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        node = compose_yaml(text)
+    except (yaml.YAMLError, BoundsError):
         return 1, 1
     mark = node.start_mark if node is not None else None
     for key in pointer:
@@ -160,7 +166,8 @@ def _lock_error(
 ) -> LockError:
     line, col = at or _locate(text, pointer)
     problem = Problem(str(path), line, col, "/" + "/".join(pointer) if pointer else "", message, hint=hint)
-    exc = LockError(f"{path}:{line}:{col}: {message}" + (f" ({hint})" if hint else ""))
+    where = f"{path}:{line}:{col}" if line else str(path)
+    exc = LockError(f"{where}: {message}" + (f" ({hint})" if hint else ""))
     exc.problems = [problem]  # type: ignore[attr-defined]
     return exc
 
@@ -182,22 +189,46 @@ def _validate(path: Path, text: str, lock: Any) -> dict[str, Any]:
     for name, entry in lock["layers"].items():
         _expect(path, text, entry, ["layers", str(name)], dict, f'a mapping for layer "{name}"')
         _expect(path, text, entry.get("prompt"), ["layers", str(name), "prompt"], str, "a prompt string")
+    for name, entry in lock["models"].items():
+        _expect(path, text, entry, ["models", str(name)], dict, f'a mapping for model "{name}"')
+    if "split" in lock["data"]:
+        _expect(path, text, lock["data"]["split"], ["data", "split"], dict, 'a "split" mapping')
+    _validate_sweep(path, text, lock)
     return lock
+
+
+def _validate_sweep(path: Path, text: str, lock: dict[str, Any]) -> None:
+    if "sweep" not in lock:
+        return
+    sweep = lock["sweep"]
+    _expect(path, text, sweep, ["sweep"], dict, 'a "sweep" mapping')
+    if "best" in sweep:
+        _expect(path, text, sweep["best"], ["sweep", "best"], dict, 'a "best" mapping')
+        if "overrides" in sweep["best"]:
+            _expect(path, text, sweep["best"]["overrides"], ["sweep", "best", "overrides"], dict,
+                    'an "overrides" mapping')
 
 
 def read_lock(path: Path) -> dict[str, Any] | None:
     """The lock at ``path``; ``None`` when there is none; :class:`LockError` (located) when corrupt."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular(path, SPEC_BYTES).decode("utf-8")
+    except BoundsError as exc:
+        raise _lock_error(path, "", [], f"cannot read the lock file: {exc.reason}", exc.hint, at=(0, 0)) from None
     except UnicodeDecodeError as exc:
         raise _lock_error(path, "", [], f"lock file is not UTF-8 (byte offset {exc.start})") from None
     if not text.strip():
         raise _lock_error(path, text, [], "lock file is empty", "delete it or train again to rewrite it")
+    _check_conflicts(path, text)
     try:
-        lock = yaml.safe_load(text)
+        lock = load_yaml(text)
+    except BoundsError as exc:
+        raise _lock_error(path, "", [], f"lock file refused: {exc.reason}",
+                          exc.hint or "restore it from version control or train again",
+                          at=(exc.line or 1, exc.col or 1)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -205,6 +236,16 @@ def read_lock(path: Path) -> dict[str, Any] | None:
         raise _lock_error(path, "", [], f"lock file is not valid YAML: {reason}",
                           "restore it from version control or train again", at=(line, col)) from None
     return _validate(path, text, lock)
+
+
+def _check_conflicts(path: Path, text: str) -> None:
+    """Refuse a lock that still holds git merge-conflict markers, naming the first conflict."""
+    conflicts = conflict_problems(text, str(path))
+    if conflicts:
+        first = conflicts[0]
+        raise _lock_error(path, text, [], f"lock file has an {first.message}",
+                          "keep one side (or delete the lock and train again), then remove the "
+                          "<<<<<<<, ======= and >>>>>>> lines", at=(first.line, first.col))
 
 
 def learned_state(lock: dict[str, Any]) -> dict[str, str]:
@@ -287,16 +328,19 @@ def best_run_of(lock: Mapping[str, Any] | None) -> tuple[str, int | None, dict[s
             dict(overrides) if isinstance(overrides, Mapping) else {})
 
 
-def _sweep_view(pipeline: Pipeline, lock: dict[str, Any]) -> tuple[Pipeline, str | None]:
-    """``pipeline`` with the settings of a sweep's best run applied (unchanged for other locks)."""
+def _sweep_view(pipeline: Pipeline, lock: dict[str, Any]) -> tuple[Pipeline, list[str]]:
+    """``pipeline`` with the allowed settings of a sweep's best run applied (unchanged for other locks),
+    and lines naming what could not be applied (settings a lock may not set, or that no longer fit)."""
     found = best_run_of(lock)
     overrides = found[2] if found is not None else None
     if not overrides:
-        return pipeline, None
+        return pipeline, []
+    applied, training, refused = split_overrides(overrides, pipeline.spec)
+    lines = [refused_line(refused)] if refused else []
     try:
-        return apply_overrides(pipeline, overrides), None
+        return apply_overrides(pipeline, {**applied, **training}), lines
     except InputError as exc:
-        return pipeline, f"the settings of the sweep's best run no longer fit the spec: {exc}"
+        return pipeline, [*lines, f"the settings of the sweep's best run no longer fit the spec: {exc}"]
 
 
 def drift(
@@ -309,10 +353,10 @@ def drift(
     and every hyperparameter. A lock written by a sweep is compared with the spec as its best
     run saw it (the run's seed and grid settings applied).
     """
-    pipeline, problem = _sweep_view(pipeline, lock)
-    if problem is not None:
-        return [problem]
-    lines = _layer_drift(pipeline, lock.get("layers", {}))
+    pipeline, problems = _sweep_view(pipeline, lock)
+    if any("no longer fit" in p for p in problems):
+        return problems
+    lines = problems + _layer_drift(pipeline, lock.get("layers", {}))
     lines += _model_drift(pipeline, lock.get("models", {}), model_identities)
     data = lock.get("data", {})
     if data.get("sha256") != data_digest:

@@ -20,7 +20,7 @@ from dlnflow.core.backend import Request
 from dlnflow.core.example import Example
 from dlnflow.graph.layers import Layer
 from dlnflow.graph.losses import get_loss
-from dlnflow.graph.templates import REWRITE_INSTRUCTIONS, backward
+from dlnflow.graph.templates import REWRITE_INSTRUCTIONS, backward, backward_stops
 from dlnflow.runtime.client import Client
 from dlnflow.spec.settings import TrainSettings
 
@@ -139,7 +139,7 @@ class Proposer:
             text,
             max_tokens=self.train.rewrite_max_tokens,
             temperature=self.train.rewrite_temperature,
-            stop=("\n\n",),
+            stop=backward_stops(template),
             seed=self.train.seed,
             sample=sample,
         )

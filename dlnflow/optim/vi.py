@@ -38,7 +38,7 @@ import numpy as np
 from dlnflow.core.backend import Request
 from dlnflow.core.errors import ConfigError
 from dlnflow.graph.layers import INPUT, Graph, Layer
-from dlnflow.graph.templates import backward
+from dlnflow.graph.templates import backward, backward_stops
 from dlnflow.optim.common import (
     Proposer,
     Shown,
@@ -130,7 +130,8 @@ class VariationalChain:
             for k in range(1, t.hidden_samples + 1):
                 requests.append(
                     Request("generate", text, max_tokens=layer.decoding.max_tokens,
-                            temperature=t.rewrite_temperature, stop=layer.decoding.stop,
+                            temperature=t.rewrite_temperature,
+                            stop=backward_stops("posterior", layer.decoding.stop),
                             seed=t.seed, sample=k)
                 )
                 owners.append(i)

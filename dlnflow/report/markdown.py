@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow.core.errors import DataError, InputError, Problem
+from dlnflow.data.dataset import load_dataset
+from dlnflow.runtime.timing import timing_markdown
 from dlnflow.spec.compiler import compile_spec
 from dlnflow.training.runs import SUMMARY, run_dir_for
 
@@ -62,6 +64,7 @@ class RunReport:
     best_iteration: int | None = None
     wall_seconds: float | None = None
     stop_message: str | None = None
+    timing: dict[str, Any] | None = None
 
     @property
     def tokens_saved(self) -> int:
@@ -89,6 +92,7 @@ class RunReport:
             "best_iteration": self.best_iteration,
             "wall_seconds": self.wall_seconds,
             "stop_message": self.stop_message,
+            "timing": self.timing,
         }
 
 
@@ -106,7 +110,8 @@ def run_dir_for_spec(spec: Path, seed: int | None = None, iterations: int | None
     pipeline = compile_spec(spec)
     overrides = {k: v for k, v in {"seed": seed, "iterations": iterations}.items() if v is not None}
     train = replace(pipeline.train, **overrides)
-    folder = run_dir_for(replace(pipeline, train=train))
+    digest = load_dataset(pipeline.data, pipeline.graph.output.classes).digest
+    folder = run_dir_for(replace(pipeline, train=train), None, digest)
     if not is_run_dir(folder):
         raise InputError(
             f"{spec} has no training run with its current settings (seed {train.seed}, "
@@ -172,7 +177,35 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         raise DataError(f"{path} is not valid JSON", [problem]) from None
     if not isinstance(value, dict):
         raise DataError(f"{path} must hold a JSON object")
+    _check_fields(path, value, _SUMMARY_FIELDS)
     return value
+
+
+_NUMBER = (int, float)
+_SUMMARY_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "metrics": ((dict,), "a mapping of metric names to numbers"),
+    "prompts": ((dict,), "a mapping of layer names to prompts"),
+    "iterations_run": ((int,), "a whole number"),
+    "best_iteration": ((int, type(None)), "a whole number or null"),
+    "wall_seconds": ((*_NUMBER, type(None)), "a number or null"),
+    **dict.fromkeys(USAGE_KEYS, ((int,), "a whole number")),
+}
+
+
+def _check_fields(path: Path, value: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], str]]) -> None:
+    """Refuse a run file whose known fields have the wrong type (located by JSON pointer)."""
+    problems = []
+    for key, (kinds, what) in fields.items():
+        if key in value and (not isinstance(value[key], kinds) or isinstance(value[key], bool)):
+            problems.append(Problem(str(path), 0, 0, f"/{key}", f"{key} must be {what}, "
+                                    f"found {type(value[key]).__name__}"))
+    metrics = value.get("metrics")
+    if isinstance(metrics, dict):
+        problems += [Problem(str(path), 0, 0, f"/metrics/{k}", f"metric {k} must be a number, "
+                             f"found {type(v).__name__}")
+                     for k, v in metrics.items() if not isinstance(v, _NUMBER) or isinstance(v, bool)]
+    if problems:
+        raise DataError(f"{path} is not a run summary dlnflow can read: {problems[0].message}", problems)
 
 
 def _layer_name(parameter: str) -> str:
@@ -219,15 +252,19 @@ def load_run(run_dir: Path) -> RunReport:
     before = next((v for v in report.validation if v.event == "before"), None)
     if before is not None:
         report.metrics["dev_before"] = before.dev
-    usage = records[-1].get("usage") or {}
+    usage = records[-1].get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    timed = [r["timing"] for r in records if isinstance(r.get("timing"), dict)]
+    report.timing = timed[-1] if timed else None
     if summary is not None:
+        report.timing = summary.get("timing") or report.timing
         report.metrics.update({k: float(v) for k, v in (summary.get("metrics") or {}).items()})
         report.prompts_after = _prompts(summary.get("prompts")) or report.prompts_after
         report.iterations_run = int(summary.get("iterations_run", report.iterations_run))
         report.best_iteration = summary.get("best_iteration")
         report.wall_seconds = summary.get("wall_seconds")
         usage = summary
-    report.usage = {k: int(usage.get(k, 0)) for k in USAGE_KEYS}
+    report.usage = {k: int(v) if isinstance(v := usage.get(k, 0), int | float) else 0 for k in USAGE_KEYS}
     return report
 
 
@@ -318,13 +355,30 @@ def render_markdown(report: RunReport, curve: str | None = CURVE_NAME) -> str:
     lines = [f"# Training run: {report.name} ({report.run_id})", "",
              f"Run folder: `{report.run_dir}`", "", _status_line(report), ""]
     lines += _results_section(report) + _validation_section(report, curve)
-    lines += _prompts_section(report) + _cost_section(report)
+    lines += _prompts_section(report) + _cost_section(report) + timing_markdown(report.timing)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # -- the picture -----------------------------------------------------------------------------------
 def plot_learning_curve(report: RunReport, path: Path) -> Path:
-    """Draw dev accuracy (top) and each layer's training objective (bottom) per iteration to ``path``.
+    """Draw dev accuracy (top) and each layer's training objective (bottom) per iteration to ``path``."""
+    fig = learning_curve_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _mark_test(axes: Any, report: RunReport) -> None:
+    """Test accuracy before training (at iteration 0) and with the kept prompts (at the last iteration)."""
+    points = [(0, report.metrics.get("test_before")), (report.iterations_run, report.metrics.get("test"))]
+    shown = [(i, v) for i, v in points if v is not None]
+    if shown:
+        axes.plot(*zip(*shown, strict=True), linestyle="none", marker="D", color="tab:green",
+                  label="test accuracy (before, after)")
+
+
+def learning_curve_figure(report: RunReport) -> Any:
+    """The learning-curve figure (a matplotlib ``Figure``; save it as PNG or SVG).
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
     """
@@ -341,6 +395,7 @@ def plot_learning_curve(report: RunReport, path: Path) -> Path:
     if report.batch_accuracy:
         top.plot(*zip(*report.batch_accuracy, strict=True), linestyle="none", marker=".", color="tab:gray",
                  alpha=0.7, label="train batch accuracy")
+    _mark_test(top, report)
     best = _best_index(report)
     if best is not None:
         v = report.validation[best]
@@ -362,9 +417,7 @@ def plot_learning_curve(report: RunReport, path: Path) -> Path:
     bottom.set_xlabel("iteration")
     bottom.grid(alpha=0.3)
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig
 
 
 # -- both ------------------------------------------------------------------------------------------

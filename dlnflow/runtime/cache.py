@@ -37,6 +37,8 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -45,7 +47,7 @@ import sqlite3
 import stat
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from math import isfinite
 from pathlib import Path
 from typing import Any, Self
@@ -218,18 +220,18 @@ class CallCache:
     def __init__(self, directory: str | os.PathLike[str], memory_bytes: int = MEMORY_BYTES):
         try:
             self._open(directory)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise RuntimeFault(
-                f"cannot open the cache database {Path(directory) / DB_NAME}: {exc}; if it is damaged, "
-                "move the folder away "
-                "(the cache only saves time: nothing else is lost)"
-            ) from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise store_fault(exc, Path(directory), "cannot open the cache database") from None
         self._memory: dict[str, tuple[Result | str, int]] = {}
         self._memory_size = 0
         self._memory_limit = max(0, memory_bytes)
         self._memory_lock = threading.Lock()
 
     def _open(self, directory: str | os.PathLike[str]) -> None:
+        db = Path(directory) / DB_NAME
+        if db.exists() and not db.is_file():
+            raise RuntimeFault(f"cannot open the cache: {db} is a folder (or another kind of file), not the "
+                               "cache database; move it away (the cache only saves time: nothing else is lost)")
         self.directory = make_private_dir(directory)
         _create_private_db(self.directory)
         self._dc = diskcache.Cache(
@@ -257,9 +259,18 @@ class CallCache:
             return {k: v[:] if type(v) is list else v for k, v in entry.items()}
         return json.loads(entry)  # type: ignore[no-any-return]
 
+    @contextlib.contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """Turn a database or disk error while ``doing`` something into a clear :class:`RuntimeFault`."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise store_fault(exc, self.directory, doing) from None
+
     def _load(self, key: str) -> Result | None:
         """Read ``key`` from disk and remember it in memory."""
-        raw = self._dc.get(key, default=None, retry=True)
+        with self._guard("cannot read the cache"):
+            raw = self._dc.get(key, default=None, retry=True)
         if not isinstance(raw, str):
             return None
         try:
@@ -274,13 +285,14 @@ class CallCache:
     def put(self, key: str, result: Result, model: str = "") -> None:
         """Store one successful result (JSON-serialisable) under ``key``; ``model`` labels it."""
         raw = _VALUE_ENCODER.encode(result)
-        self._dc.set(key, raw, tag=model, retry=True)
+        with self._guard("cannot store a call in the cache"):
+            self._dc.set(key, raw, tag=model, retry=True)
         self._remember(key, raw, result)
 
     def put_many(self, items: Iterable[tuple[str, Result]], model: str = "") -> None:
         """Store several results in one transaction; nothing is written if one does not encode."""
         encoded = [(key, _VALUE_ENCODER.encode(result), result) for key, result in items]
-        with self._dc.transact(retry=True):
+        with self._guard("cannot store calls in the cache"), self._dc.transact(retry=True):
             for key, raw, _ in encoded:
                 self._dc.set(key, raw, tag=model, retry=True)
         for key, raw, result in encoded:
@@ -304,14 +316,22 @@ class CallCache:
                 self._memory_size -= memory.pop(next(iter(memory)))[1]
 
     def __contains__(self, key: str) -> bool:
-        return key in self._memory or key in self._dc
+        if key in self._memory:
+            return True
+        with self._guard("cannot read the cache"):
+            return key in self._dc
 
     def __len__(self) -> int:
-        return len(self._dc)
+        with self._guard("cannot count the cache's entries"):
+            return len(self._dc)
 
     # -- maintenance -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Entries, bytes on disk and entries per model label."""
+        with self._guard("cannot read the cache"):
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         per_model: Counter[str] = Counter()
         for key in self._dc.iterkeys():
             found = self._dc.get(key, default=None, tag=True, retry=True)
@@ -329,8 +349,14 @@ class CallCache:
 
         Checks the database's integrity and bookkeeping, that every key is a sha256 hex
         digest and every value decodes to a JSON object, and that the folder and its files
-        are readable by their owner only.
+        are readable by their owner only. A database too damaged to be read through is one problem.
         """
+        try:
+            return self._verify()
+        except (sqlite3.Error, OSError) as exc:
+            return [str(store_fault(exc, self.directory, "the check stopped"))]
+
+    def _verify(self) -> list[str]:
         problems = [str(w.message) for w in self._dc.check(fix=False, retry=True)
                     if not _is_placeholder_warning(w)]
         for key in self._dc.iterkeys():
@@ -350,7 +376,8 @@ class CallCache:
         with self._memory_lock:
             self._memory.clear()
             self._memory_size = 0
-        return int(self._dc.clear(retry=True))
+        with self._guard("cannot clear the cache"):
+            return int(self._dc.clear(retry=True))
 
     def close(self) -> None:
         self._dc.close()
@@ -360,6 +387,33 @@ class CallCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def store_fault(exc: BaseException, directory: Path, doing: str) -> RuntimeFault:
+    """A :class:`RuntimeFault` naming what went wrong with the cache at ``directory`` and what to do.
+
+    >>> str(store_fault(OSError(errno.ENOSPC, "No space left on device"), Path("c"), "cannot store"))[:50]
+    'cannot store (c/cache.db): the disk is full; free '
+
+    """
+    text = str(exc).lower()
+    code = getattr(exc, "errno", None)
+    where = f"{doing} ({directory / DB_NAME})"
+    if code == errno.ENOSPC or "disk is full" in text or "no space" in text:
+        return RuntimeFault(f"{where}: the disk is full; free some space and run the same command again "
+                            "(every call stored so far is kept)")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+        return RuntimeFault(f"{where}: the cache folder is not writable (read-only file system or no "
+                            "permission); point --cache-dir (or $DLNFLOW_CACHE_DIR) at a writable folder, or "
+                            "pass --no-cache")
+    if "locked" in text or "busy" in text:
+        return RuntimeFault(f"{where}: the database stayed locked by another process; try again when it is done")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) or \
+            "malformed" in text or "not a database" in text:
+        return RuntimeFault(f"{where}: the database is damaged ({exc}); move the folder away "
+                            "(the cache only saves time: nothing else is lost)")
+    return RuntimeFault(f"{where}: {exc}; if the database is damaged, move the folder away "
+                        "(the cache only saves time: nothing else is lost)")
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

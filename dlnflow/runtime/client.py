@@ -7,7 +7,8 @@ Every model call in dlnflow goes through :class:`Client`, which
 3. checks the budget before spending anything,
 4. sends what is left to the backend as one batch (the embedded backend batches,
    remote backends fan out with bounded concurrency),
-5. stores successful results and keeps the accounting (real calls vs. saved by cache).
+5. stores each successful result as soon as the backend has it (so a failed or interrupted
+   batch keeps the calls that finished) and keeps the accounting (real calls vs. saved by cache).
 
 Cache modes: ``"use"`` (read and write), ``"refresh"`` (write only), ``"off"`` (neither).
 """
@@ -15,6 +16,7 @@ Cache modes: ``"use"`` (read and write), ``"refresh"`` (write only), ``"off"`` (
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -24,6 +26,7 @@ from typing import Any, Literal
 from dlnflow.core.backend import Backend, Request, Result
 from dlnflow.core.errors import BackendError, BudgetExceeded, ConfigError
 from dlnflow.runtime.cache import CallCache, canonical_json, key_from_identity_json
+from dlnflow.runtime.timing import Timing, counter_delta
 
 CacheMode = Literal["use", "refresh", "off"]
 
@@ -91,6 +94,7 @@ class Client:
     on_progress: Callable[[Usage], None] | None = None
     usage: Usage = field(default_factory=Usage)
     per_model: dict[str, Usage] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _inflight: dict[str, Future[Result]] = field(default_factory=dict, repr=False)
     _identities: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
@@ -151,8 +155,9 @@ class Client:
         """Answer ``requests`` in order, from the cache where possible.
 
         Identical requests (in this batch, or in flight on another thread) reach the
-        backend once; a backend failure propagates to every caller waiting on it and
-        leaves nothing in the cache.
+        backend once; a backend failure propagates to every caller waiting on it. Calls of
+        the batch that finished before the failure stay in the cache (when the backend
+        reports answers one by one, see :meth:`_call_backend`).
         """
         if not requests:
             return []
@@ -238,16 +243,32 @@ class Client:
     def _call_backend(
         self, model: str, owned: dict[str, Request], results: dict[str, Result], stats: Usage
     ) -> None:
-        """Run the owned requests, store the answers, then release anyone waiting on them."""
+        """Run the owned requests, store each answer as soon as it arrives, then release anyone waiting.
+
+        A backend that offers ``run_each(requests, on_result)`` hands over every answer the moment
+        it has it, so when one call of a batch fails (or the user presses Ctrl-C) the calls that
+        finished are already in the cache and a rerun does not pay for them again.
+        """
         backend = self.backend(model)
         batch_keys = list(owned)
+        store = self.cache is not None and self.mode != "off"
+        label = self.label(model) if store else ""
+        kept: set[int] = set()
+
+        def keep(index: int, answer: Result) -> None:
+            if store and self.cache is not None and 0 <= index < len(batch_keys):
+                self.cache.put(batch_keys[index], answer, model=label)
+                kept.add(index)
+
         try:
-            answers = backend.run([owned[k] for k in batch_keys])
+            answers = self._timed_run(backend, [owned[k] for k in batch_keys], keep)
             if len(answers) != len(batch_keys):
                 raise BackendError(f"model {model!r} returned {len(answers)} results for "
                                    f"{len(batch_keys)} requests")
-            if self.cache is not None and self.mode != "off":
-                self.cache.put_many(zip(batch_keys, answers, strict=True), model=self.label(model))
+            if store and self.cache is not None:
+                rest = [(k, a) for i, (k, a) in enumerate(zip(batch_keys, answers, strict=True)) if i not in kept]
+                if rest:
+                    self.cache.put_many(rest, model=label)
         except BaseException as exc:
             self._release(batch_keys, exc=exc)
             raise
@@ -264,6 +285,33 @@ class Client:
                 self._add(stats, {"retries": retries - stats.retries})
         finally:  # whatever happens above, nobody is left waiting
             self._release(batch_keys, answers=answers)
+
+    def _timed_run(self, backend: Backend, requests: list[Request],
+                   keep: Callable[[int, Result], None]) -> list[Result]:
+        """Run ``requests`` (answer by answer through ``keep`` when the backend offers ``run_each``) with
+        the seconds, tokens and the backend's own counters filed in :attr:`timing`."""
+        counters = getattr(backend, "counters", None)
+        before = counters() if counters is not None else {}
+        started = time.perf_counter()
+        run_each = getattr(backend, "run_each", None)
+        answers = run_each(requests, keep) if callable(run_each) else backend.run(requests)
+        seconds = time.perf_counter() - started
+        after = counters() if counters is not None else {}
+        self.timing.record([r.op for r in requests], seconds,
+                           sum(int(a.get("prompt_tokens") or 0) for a in answers),
+                           sum(int(a.get("completion_tokens") or 0) for a in answers),
+                           counter_delta(before, after))
+        return answers
+
+    def timing_summary(self, wall_seconds: float | None = None) -> dict[str, Any]:
+        """The ``timing`` block of this client's work (see :mod:`dlnflow.runtime.timing`), remote latencies included."""
+        latencies: list[float] = []
+        seen: set[int] = set()
+        for backend in self.models.values():
+            if id(backend) not in seen:
+                seen.add(id(backend))
+                latencies.extend(getattr(backend, "latencies", None) or [])
+        return self.timing.summary(wall_seconds, latencies)
 
     def _release(self, keys: list[str], answers: list[Result] | None = None,
                  exc: BaseException | None = None) -> None:

@@ -18,13 +18,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from dlnflow.core.bounded import BoundsError, read_regular
 from dlnflow._util.pointers import escape
 from dlnflow._util.suggest import did_you_mean
 from dlnflow.core.errors import Problem, SpecError, TemplateError
 from dlnflow.graph.layers import INPUT, Decoding, Graph, Layer
 from dlnflow.graph.templates import FORWARD_VARIABLES, Template
 from dlnflow.spec.document import Document, sort_problems
-from dlnflow.spec.loader import load_document, schema, schema_problems, validator
+from dlnflow.spec.loader import load_document, schema, schema_problems, text_problems, validator
 from dlnflow.spec.messages import problems_from_errors
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.spec.settings import (
@@ -50,7 +51,7 @@ def compile_spec(path: str | Path, file: str | None = None) -> Pipeline:
     :class:`SpecError` with every problem found.
     """
     doc = load_document(path, file)
-    problems = sort_problems([*doc.problems, *schema_problems(doc), *check_document(doc)])
+    problems = sort_problems([*doc.problems, *text_problems(doc), *schema_problems(doc), *check_document(doc)])
     if problems:
         raise SpecError(problems)
     return build_pipeline(doc)
@@ -189,7 +190,8 @@ class _Checker:
         elif resolved.is_dir():
             self.add("/data/path", f"{path} is a folder; format {fmt!r} reads one file")
         elif not resolved.is_file():
-            self.add("/data/path", f"data file not found: {path}", hint=where)
+            message, hint = _missing_file(resolved, path, where)
+            self.add("/data/path", message, hint=hint)
 
     def check_labels(self, data: dict[str, Any]) -> None:
         classes = self.wiring.output_classes()
@@ -351,3 +353,13 @@ def build_pipeline(doc: Document) -> Pipeline:
         ),
         spec=data,
     )
+
+
+def _missing_file(resolved: Path, path: str, where: str) -> tuple[str, str]:
+    """``(message, hint)`` for a data path that is not a regular file: missing, a device, a FIFO, a link loop."""
+    try:
+        read_regular(resolved, 0)
+    except BoundsError as exc:
+        if exc.reason != "file not found":
+            return f"data path {path}: {exc.reason}", exc.hint or where
+    return f"data file not found: {path}", where

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from functools import cache
 from importlib import resources
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 
 from dlnflow._util.pointers import escape
+from dlnflow.core.bounded import SPEC_BYTES, BoundsError, check_json_depth, compose_yaml, lone_surrogate, read_regular
 from dlnflow.core.errors import Problem, SpecError
 from dlnflow.core.registry import BACKENDS, LOSSES, OPTIMIZERS
 from dlnflow.spec.document import Document, sort_problems
@@ -52,13 +54,10 @@ def _fail(file: str, line: int, col: int, message: str, text: str = "", hint: st
 def read_text(path: Path, file: str) -> str:
     """The file as text; unreadable files and bad UTF-8 become a located :class:`SpecError`."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise _fail(file, 0, 0, "file not found") from None
-    except IsADirectoryError:
-        raise _fail(file, 0, 0, "this is a folder, not a spec file") from None
-    except OSError as exc:
-        raise _fail(file, 0, 0, f"cannot read the file: {exc.strerror or exc}") from None
+        raw = read_regular(path, SPEC_BYTES)
+    except BoundsError as exc:
+        reason = "this is a folder, not a spec file" if "folder" in exc.reason else exc.reason
+        raise _fail(file, 0, 0, reason, hint=exc.hint) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -156,11 +155,26 @@ class _Walker:
 
 
 def _compose(text: str) -> yaml.Node | None:
-    loader = yaml.SafeLoader(text)
+    return compose_yaml(text)
+
+
+def _parse_json(text: str, file: str) -> Any:
     try:
-        return loader.get_single_node()
-    finally:
-        loader.dispose()
+        check_json_depth(text)
+        return json.loads(text)
+    except BoundsError as exc:
+        raise _fail(file, exc.line, exc.col, exc.reason, text, exc.hint) from None
+    except json.JSONDecodeError as exc:
+        message, hint = f"JSON syntax error: {exc.msg}", None
+        bad = text[exc.pos] if exc.pos < len(text) else ""
+        if exc.msg.startswith("Expecting property name") and (bad.isalpha() or bad == "_" or ord(bad or "a") > 127):
+            hint = "JSON keys must be in double quotes (\"key\": value); or save the spec as .yaml"
+        elif bad and ord(bad) > 127 and bad not in "\u201c\u201d\u2018\u2019":
+            message = f"JSON syntax error: {exc.msg} (found {bad!r}, U+{ord(bad):04X})"
+        elif bad in "\u201c\u201d\u2018\u2019":
+            message = f"JSON syntax error: {exc.msg} (found the typographic quote {bad!r})"
+            hint = 'use straight double quotes (") around JSON keys and texts'
+        raise _fail(file, exc.lineno, exc.colno, message, text, hint) from None
 
 
 def load_document(path: str | Path, file: str | None = None) -> Document:
@@ -178,13 +192,12 @@ def load_document(path: str | Path, file: str | None = None) -> Document:
     is_json = path.suffix.lower() == ".json"
     json_data: Any = None
     if is_json:
-        try:
-            json_data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _fail(file, exc.lineno, exc.colno, f"JSON syntax error: {exc.msg}", text) from None
+        json_data = _parse_json(text, file)
     try:
         # Tabs are whitespace in JSON but not in YAML indentation; one char for one keeps columns.
         node = _compose(text.replace("\t", " ") if is_json else text)
+    except BoundsError as exc:
+        raise _fail(file, exc.line, exc.col, exc.reason, text, exc.hint) from None
     except yaml.MarkedYAMLError as exc:
         if not is_json:
             raise _yaml_problem(exc, file, text) from None
@@ -218,6 +231,23 @@ def packaged_schema() -> dict[str, Any]:
     return loaded
 
 
+def _finite_number(checker: Any, value: Any) -> bool:
+    """JSON Schema's ``number``, without NaN and the infinities (YAML spells them .nan and .inf)."""
+    return bool(Draft202012Validator.TYPE_CHECKER.is_type(value, "number")) and (
+        not isinstance(value, float) or math.isfinite(value))
+
+
+def _finite_integer(checker: Any, value: Any) -> bool:
+    """A whole number written as one (``10``, not ``10.0`` or ``1e12``, which settings would get as floats)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+FiniteValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"number": _finite_number, "integer": _finite_integer}),
+)
+"""Draft 2020-12 validation where NaN and infinity are not numbers."""
 REGISTERED_ENUMS = (
     (("$defs", "model", "properties", "backend"), BACKENDS),
     (("$defs", "train", "properties", "method"), OPTIMIZERS),
@@ -254,7 +284,17 @@ def validator() -> Draft202012Validator:
 
 @cache
 def _validator_with(extras: tuple[tuple[str, ...], ...]) -> Draft202012Validator:
-    return Draft202012Validator(_schema_with(extras))
+    return FiniteValidator(_schema_with(extras))  # type: ignore[no-any-return]
+
+
+def text_problems(doc: Document) -> list[Problem]:
+    """Text that cannot be written as UTF-8 (a lone surrogate such as ``"\\ud800"`` in JSON)."""
+    found = lone_surrogate(doc.data)
+    if found is None:
+        return []
+    ptr, shown = found
+    return [doc.problem(ptr, f"this text holds a lone surrogate escape, which is not a character: {shown[:60]}",
+                        hint="write the character itself, or a full surrogate pair (\\ud83d\\ude00)")]
 
 
 def schema_problems(doc: Document) -> list[Problem]:
@@ -267,7 +307,7 @@ def schema_problems(doc: Document) -> list[Problem]:
 def load_spec(path: str | Path, file: str | None = None) -> Document:
     """Load and schema-validate a spec; raise every problem at once as :class:`SpecError`."""
     doc = load_document(path, file)
-    problems = sort_problems([*doc.problems, *schema_problems(doc)])
+    problems = sort_problems([*doc.problems, *text_problems(doc), *schema_problems(doc)])
     if problems:
         raise SpecError(problems)
     return doc

@@ -44,6 +44,8 @@ def describe(value: Any) -> str:
     if isinstance(value, int):
         return f"a whole number ({value})"
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{value}, which is not a finite number (.nan and .inf are not allowed)"
         return f"a number ({value})"
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."

@@ -1,8 +1,9 @@
 """Run directories: where a training run's log and summary go.
 
 Layout: ``runs/<pipeline name>/<run id>/`` at the project root (beside ``cache/``), where the
-run id is ``seed<N>-<8 hex>`` from the hyperparameters, so the same settings always land in the
-same folder. Inside:
+run id is ``seed<N>-<8 hex>`` from the hyperparameters, the spec's path (relative to the project
+root) and the data's content digest (:func:`run_dir`), so the same settings always land in the
+same folder and two specs sharing a ``name`` (or one spec on other data) never share one. Inside:
 
 - ``log.jsonl``: one JSON object per iteration (candidates with scores, chosen prompt, losses,
   dev accuracy, calls and tokens so far). It is written as ``log.jsonl.partial`` while the run
@@ -23,6 +24,8 @@ from typing import IO, Any
 from dlnflow._util.files import write_atomic
 from dlnflow._util.paths import find_project_root
 from dlnflow._util.plain import plain
+from dlnflow._util.redact import redact_data
+from dlnflow.core.errors import WriteError
 from dlnflow.lockfile.lock import public_identity
 from dlnflow.runtime.cache import canonical_json, make_private_dir
 from dlnflow.spec.pipeline import Pipeline
@@ -33,6 +36,22 @@ SUMMARY = "summary.json"
 def run_id(seed: int, hyperparameters: dict[str, Any]) -> str:
     digest = hashlib.sha256(canonical_json(hyperparameters).encode()).hexdigest()[:8]
     return f"seed{seed}-{digest}"
+
+
+def spec_identity(spec_path: Path) -> str:
+    """The spec's path relative to its project root (the same wherever the checkout lives)."""
+    resolved = Path(spec_path).resolve()
+    return Path(os.path.relpath(resolved, find_project_root(resolved.parent))).as_posix()
+
+
+def run_dir(spec_path: Path, name: str, seed: int, hyperparameters: dict[str, Any], data_digest: str,
+            overrides: dict[str, Any] | None = None) -> Path:
+    """``runs/<name>/seed<N>-<hash>``: the hash covers the hyperparameters, ``overrides`` (settings
+    outside ``train`` a sweep replaced), the spec's path and the data digest."""
+    body: dict[str, Any] = {**hyperparameters, "spec": spec_identity(spec_path), "data_sha256": data_digest}
+    if overrides:
+        body["overrides"] = overrides
+    return runs_root(spec_path) / name / run_id(seed, body)
 
 
 def runs_root(spec_path: Path) -> Path:
@@ -52,24 +71,34 @@ class RunLog:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        make_private_dir(directory)
         self.partial = directory / "log.jsonl.partial"
         self.final = directory / "log.jsonl"
-        self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)
+        try:
+            make_private_dir(directory)
+            self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", opener=_owner_only)
+        except OSError as exc:
+            raise WriteError.from_os(self.partial, exc, "set DLNFLOW_RUNS_DIR to a writable folder for run logs"
+                                     ) from None
 
     def write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None
-        self._fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(redact_data(record), ensure_ascii=False, sort_keys=True) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise WriteError.from_os(self.partial, exc) from None
 
     def finish(self, summary: dict[str, Any]) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
-        os.replace(self.partial, self.final)
-        write_atomic(self.directory / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        try:
+            if self._fh is not None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                self._fh = None
+            os.replace(self.partial, self.final)
+            write_atomic(self.directory / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise WriteError.from_os(self.directory, exc) from None
 
     def abandon(self) -> None:
         if self._fh is not None:
@@ -86,14 +115,13 @@ def read_log(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_dir_for(pipeline: Pipeline, overrides: dict[str, Any] | None = None) -> Path:
-    """``runs/<name>/seed<N>-<hash>``: the hash covers the training hyperparameters and any override
-    of a setting outside ``train`` (so two grid points never share a folder)."""
-    hyper = pipeline.train.hyperparameters()
-    other = {k: v for k, v in (overrides or {}).items() if not k.startswith("train.")}
-    if other:
-        hyper = {**hyper, "overrides": other}
-    return runs_root(pipeline.spec_path) / pipeline.name / run_id(pipeline.train.seed, hyper)
+def run_dir_for(pipeline: Pipeline, overrides: dict[str, Any] | None = None, data_digest: str = "") -> Path:
+    """``runs/<name>/seed<N>-<hash>``: the hash covers the training hyperparameters, any override
+    of a setting outside ``train`` (so two grid points never share a folder), the spec's path and
+    the data digest (so two specs with one name, or other data, never share one)."""
+    other = {k: plain(v) for k, v in (overrides or {}).items() if not k.startswith("train.")}
+    return run_dir(pipeline.spec_path, pipeline.name, pipeline.train.seed, pipeline.train.hyperparameters(),
+                   data_digest, other)
 
 
 def fingerprint(pipeline: Pipeline, data_digest: str) -> str:

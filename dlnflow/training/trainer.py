@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlnflow.core.errors import BudgetExceeded
-from dlnflow.core.protocols import Optimizer
+from dlnflow.core.errors import BudgetExceeded, WriteError
+from dlnflow.core.protocols import Optimizer, RunTracker
 from dlnflow.core.registry import OPTIMIZERS
 from dlnflow.data.dataset import Dataset
 from dlnflow.lockfile import lock as lockmod
@@ -62,6 +63,8 @@ class TrainResult:
     stopped_early: bool
     prompts: dict[str, str] = field(default_factory=dict)
     predicted: dict[str, Any] | None = None
+    lock_note: str | None = None
+    timing: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -84,7 +87,38 @@ class TrainResult:
         }
         if self.predicted is not None:
             out["predicted"] = self.predicted
+        if self.lock_note is not None:
+            out["lock_note"] = self.lock_note
+        if self.timing is not None:
+            out["timing"] = self.timing
         return out
+
+
+def label_counts(predictions: list[str]) -> dict[str, int]:
+    """How often each answer was predicted (most frequent first, then by name).
+
+    >>> label_counts(["red", "blue", "red"])
+    {'red': 2, 'blue': 1}
+    """
+    counts = Counter(predictions)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def run_cost(models: dict[str, dict[str, Any]], usage: dict[str, Any]) -> float | None:
+    """Money the run's real calls cost when every model has the same ``price`` (else ``None``,
+    since the usage counters do not split tokens by model).
+
+    >>> run_cost({"m": {"price": {"prompt_per_1k": 0.5, "completion_per_1k": 1.0}}},
+    ...          {"prompt_tokens": 2000, "completion_tokens": 1000})
+    2.0
+    """
+    prices = [m.get("price") for m in models.values()]
+    if not prices or not all(isinstance(p, dict) for p in prices) or any(p != prices[0] for p in prices):
+        return None
+    price = prices[0]
+    assert isinstance(price, dict)
+    return round(usage["prompt_tokens"] / 1000 * float(price.get("prompt_per_1k", 0.0))
+                 + usage["completion_tokens"] / 1000 * float(price.get("completion_per_1k", 0.0)), 6)
 
 
 class _NoLog:
@@ -107,12 +141,14 @@ class Trainer:
 
     ``run_dir`` overrides the run folder (a sweep names folders from its overrides too);
     ``record=False`` writes no run folder at all; ``prediction`` (a dry run's numbers) and
-    ``overrides`` (a sweep's settings for this run) are stored in the summary.
+    ``overrides`` (a sweep's settings for this run) are stored in the summary. A ``tracker``
+    (:mod:`dlnflow.tracking`) hears every log record and the finished summary; it never
+    raises, so tracking cannot change or fail a run.
     """
 
     def __init__(self, net: Network, progress: Progress | None = None, write_lock: bool = True, *,
                  run_dir: Path | None = None, record: bool = True, prediction: dict[str, Any] | None = None,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None, tracker: RunTracker | None = None):
         self.net = net
         self.progress = progress or (lambda event: None)
         self.write_lock = write_lock
@@ -120,12 +156,15 @@ class Trainer:
         self.record = record
         self.prediction = prediction
         self.overrides = overrides
+        self.tracker = tracker
         self._iteration = 0
+        self._labels: dict[str, int] = {}
 
     def _usage(self) -> dict[str, Any]:
         return self.net.client.usage.as_dict()
 
     def _evaluate(self, split: str) -> float:
+        """Accuracy on ``split``; the counts of each predicted label are kept in ``self._labels``."""
         net = self.net
         examples = getattr(net.dataset, split)
 
@@ -133,7 +172,17 @@ class Trainer:
             self.progress({"event": "eval", "split": split, "done": done, "total": total,
                            "usage": self._usage()})
 
-        return evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick).accuracy
+        result = evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick)
+        self._labels = label_counts(result.predictions)
+        return result.accuracy
+
+    def _track_failure(self, why: str, run_dir: Path) -> None:
+        if self.tracker is not None:
+            self.tracker.failed(why, run_dir)
+
+    def _track(self, record: dict[str, Any]) -> None:
+        if self.tracker is not None:
+            self.tracker.record(record)
 
     def fit(self) -> TrainResult:
         net = self.net
@@ -148,7 +197,7 @@ class Trainer:
         config = self._config() if self.record else {}
         log: RunLog | _NoLog = _NoLog()
         if self.record:
-            log = RunLog(self.run_dir or run_dir_for(p))
+            log = RunLog(self.run_dir or run_dir_for(p, None, net.dataset.digest))
         try:
             result = self._loop(optimizer, ctx, log, started, config)
         except BudgetExceeded as exc:
@@ -156,9 +205,11 @@ class Trainer:
                        "message": str(exc), "prompts": graph.state(), "usage": self._usage()})
             log.abandon()
             where = f" The partial log is {log.directory / 'log.jsonl.partial'}." if self.record else ""
+            self._track_failure(f"stopped by its budget: {exc}", log.directory)
             raise BudgetExceeded(f"training stopped before exceeding its budget: {exc}.{where}") from exc
-        except BaseException:
+        except BaseException as exc:
             log.abandon()
+            self._track_failure(f"{type(exc).__name__}: {exc}", log.directory)
             raise
         return result
 
@@ -172,17 +223,26 @@ class Trainer:
         net, p, t, graph = self.net, self.net.pipeline, self.net.pipeline.train, self.net.pipeline.graph
         self._iteration = 0
         metrics: dict[str, float] = {}
+        labels: dict[str, dict[str, int]] = {}
         metrics["dev_before"] = self._evaluate("dev")
+        labels["dev_before"] = self._labels
         metrics["test_before"] = self._evaluate("test")
-        log.write({"iteration": 0, "event": "before", "prompts": graph.state(),
-                   "dev": metrics["dev_before"], "usage": self._usage()})
+        labels["test_before"] = self._labels
+        first = {"iteration": 0, "event": "before", "prompts": graph.state(),
+                 "dev": metrics["dev_before"], "usage": self._usage()}
+        log.write(first)
+        self._track(first)
         prep = optimizer.prepare()
         iterative = optimizer.iterative
         best_dev, best_state, best_it = metrics["dev_before"], graph.state(), 0
+        labels["dev"] = labels["dev_before"]
         if not iterative:
             best_dev = self._evaluate("dev")
             best_state = graph.state()
-            log.write({"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state})
+            labels["dev"] = self._labels
+            prepared = {"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state}
+            log.write(prepared)
+            self._track(prepared)
         stale, stopped, it = 0, False, 0
         total = t.iterations if iterative else 0
         for it in range(1, total + 1):
@@ -198,37 +258,68 @@ class Trainer:
                     ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
                 if dev > best_dev + 1e-12:
                     best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
+                    labels["dev"] = self._labels
                 else:
                     stale += 1
                 if t.patience is not None and stale >= t.patience:
                     stopped = True
             record["usage"] = self._usage()
+            record["timing"] = net.client.timing_summary(time.monotonic() - started)
             log.write(record)
+            self._track(record)
             if stopped:
                 break
         graph.load_state(best_state)
         metrics["dev"] = best_dev
         metrics["test"] = self._evaluate("test")
+        labels["test"] = self._labels
         iterations_run = it if iterative else 0
-        lock_path = p.lock_path
+        wall = time.monotonic() - started
+        lock_path, lock_note = p.lock_path, None
         if self.write_lock:
             lock = lockmod.build_lock(
                 p, net.identities(), net.dataset.digest, net.dataset.source, graph.state(),
                 {k: round(v, 6) for k, v in sorted(metrics.items())},
                 {"iterations_run": iterations_run, "best_iteration": best_it, "stopped_early": stopped},
             )
-            lockmod.write_lock(lock_path, lock)
+            lock_path, lock_note = _write_lock(lock_path, lock, log)
         result = TrainResult(
             metrics={k: round(v, 6) for k, v in metrics.items()},
             lock_path=lock_path,
             run_dir=log.directory,
             usage=self._usage(),
-            wall_seconds=time.monotonic() - started,
+            wall_seconds=wall,
             iterations_run=iterations_run,
             best_iteration=best_it,
             stopped_early=stopped,
             prompts=graph.state(),
             predicted=self.prediction,
+            lock_note=lock_note,
+            timing=net.client.timing_summary(wall),
         )
-        log.finish({**result.as_dict(), "config": config})
+        summary = {**result.as_dict(), "config": config, "label_counts": labels}
+        cost = run_cost(p.models, result.usage)
+        if cost is not None:
+            summary["cost"] = cost
+        log.finish(summary)
+        if self.tracker is not None:
+            self.tracker.finished(summary, log.directory, lock_path if self.write_lock else None)
         return result
+
+
+def _write_lock(path: Path, lock: dict[str, Any], log: RunLog | _NoLog) -> tuple[Path, str | None]:
+    """Write the lock beside the spec; when that folder cannot be written, into the run folder instead.
+
+    Returns where the lock went and, when it is not beside the spec, a note saying so. The run
+    (its log and summary) is kept either way, so the work is never lost to a read-only folder.
+    """
+    try:
+        lockmod.write_lock(path, lock)
+        return path, None
+    except WriteError as exc:
+        if not isinstance(log, RunLog):
+            raise
+        elsewhere = log.directory / path.name
+        lockmod.write_lock(elsewhere, lock)
+        return elsewhere, (f"{exc}; the lock was written to {elsewhere} instead: copy it beside the spec "
+                           f"({path}) to use the learned prompts")

@@ -67,6 +67,7 @@ class Case:
     spec: dict[str, str] = field(default_factory=dict)
     backend: str = "standin"
     setup: str = ""
+    absent: tuple[str, ...] = ()
 
 
 def data(fmt: str, path: str, extra: str = "", split: str = "{train: 1, dev: 1, test: 1, seed: 1}"
@@ -290,8 +291,128 @@ CASES: list[Case] = [
          spec=openai_model("model: m, base_url: '{fake}', max_retries: 0"),
          expect=("failed with HTTP 404", "that the server knows model 'm'")),
 ]
+# -- round 2: hostile inputs (issue 13) ------------------------------------------------------------------
+SECRET = "PASSWORD-hunter2"
+def bomb(indent: str = "") -> str:
+    """A "billion laughs": 8 levels of 9 aliases each, under 1 KB, 9**8 values once expanded."""
+    return "".join(f"{indent}l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "x"] * 9) + "]\n" for i in range(8))
+
+
+BOMB = bomb()
+LOCK = ("schema: 1\nlayers:\n  answer: {prompt: Say blue or red.}\nmodels: {local: {backend: llamacpp}}\n"
+        "data: {sha256: x}\ntrain: {}\n")
+STATUS = ["--cache-dir", "{tmp}/cache", "status", "--strict", "{spec}"]
+VERIFY = ["--cache-dir", "{tmp}/cache", "cache", "verify"]
+AUTH_URL = "{fakeauth}"
+CASES += [
+    # item 1: a lock may not steer models, endpoints, backends or keys
+    Case("lock-sweep-sets-base-url", STATUS, setup="lock:" + LOCK + "sweep: {best: {run: r, seed: 1, overrides: "
+         "{models.local.backend: openai, 'models.local.base_url': 'http://127.0.0.1:9/v1'}}}\n",
+         expect=("models.local.backend, models.local.base_url were not applied",
+                 "a lock file may not choose models, endpoints, backends or credentials")),
+    # item 2: credentials in base_url never shown
+    Case("backend-password-in-url-broken-json", TRAIN, code=1, backend="fake:broken_json",
+         spec=openai_model(f"model: m, base_url: '{AUTH_URL}', max_retries: 0"),
+         expect=("the server's answer was not valid JSON",), absent=(SECRET,)),
+    Case("backend-password-in-url-json-output", ["--json", *TRAIN], code=1, backend="fake:broken_json",
+         spec=openai_model(f"model: m, base_url: '{AUTH_URL}', max_retries: 0"),
+         expect=('"exit_code": 1', "not valid JSON"), absent=(SECRET,)),
+    Case("backend-password-in-bad-url", TRAIN, backend="real",
+         spec=openai_model(f"model: m, base_url: 'ftp://me:{SECRET}@127.0.0.1:9/v1'"),
+         expect=("is not an http(s) URL", "ftp://***@127.0.0.1:9/v1"), absent=(SECRET,)),
+    # item 3: bounded parsing
+    Case("spec-alias-bomb", VALIDATE, spec={"train": VI + "\nbomb:\n" + bomb("  ")},
+         expect=("s.yaml:", "expands to more than 100000 values")),
+    Case("spec-recursive-alias", VALIDATE, spec={"train": VI + "\nloop: &a [*a]"},
+         expect=("s.yaml:20:7:", "refers to the value that contains it (a recursive alias)")),
+    Case("spec-deep-yaml", VALIDATE, spec={"train": VI + "\ndeep: " + "[" * 20000 + "]" * 20000},
+         expect=("s.yaml:20:", "nested more than 64 levels deep")),
+    Case("spec-deep-json", ["validate", "{tmp}/deep.json"], setup="file:deep.json:" + "[" * 20000 + "]" * 20000,
+         expect=("deep.json:1:65: nested more than 64 levels deep",)),
+    Case("spec-dev-zero", ["validate", "/dev/zero"], expect=("/dev/zero: this is a character device",)),
+    Case("spec-fifo", ["validate", "{tmp}/fifo.yaml"], setup="fifo:fifo.yaml",
+         expect=("fifo.yaml: this is a named pipe (FIFO), not a regular file",)),
+    Case("spec-symlink-loop", ["validate", "{tmp}/loop.yaml"], setup="loop:loop.yaml",
+         expect=("loop.yaml: a loop of symbolic links",)),
+    Case("lock-alias-bomb", STATUS, setup="lock:" + LOCK + BOMB,
+         expect=("s.lock.yaml:12:5:", "lock file refused", "expands to more than 100000 values")),
+    Case("data-deep-jsonl", DRY, spec=data("jsonl", "{tmp}/deep.jsonl"),
+         setup="file:deep.jsonl:" + '{"input": ' + "[" * 20000 + "]" * 20000 + ', "target": "blue"}',
+         expect=("deep.jsonl:1:", "nested more than 64 levels deep")),
+    Case("data-deep-bbh", DRY, spec=data("bbh", "{tmp}/deep.json"),
+         setup="file:deep.json:" + '{"examples": ' + "[" * 20000 + "]" * 20000 + "}",
+         expect=("deep.json:1:", "nested more than 64 levels deep")),
+    Case("data-dev-zero", DRY, spec=data("jsonl", "/dev/zero"),
+         expect=("s.yaml:7:9: data path /dev/zero: this is a character device",)),
+    Case("data-fifo", DRY, spec=data("csv", "{tmp}/fifo.csv"), setup="fifo:fifo.csv",
+         expect=("fifo.csv: this is a named pipe (FIFO), not a regular file", "/data/path")),
+    # item 6: cache errors outside opening
+    Case("cache-verify-db-is-a-folder", VERIFY, code=1, setup="dbfolder",
+         expect=("cache.db is a folder", "move it away")),
+    Case("cache-verify-damaged-page", VERIFY, code=1, setup="damaged_page", expect=("problem",)),
+    Case("cache-disk-full-mid-run", TRAIN, code=1, setup="disk_full",
+         expect=("cannot store", "the disk is full", "every call stored so far is kept")),
+    Case("cache-read-only", TRAIN, code=1, setup="read_only_cache",
+         expect=("the cache folder is not writable", "--no-cache"), absent=("damaged",)),
+    # item 8: no tracebacks
+    Case("spec-negative-split-seed", DRY, spec=data("jsonl", "{data}/../data_more/too_few.jsonl",
+                                                    split="{train: 1, dev: 1, test: null, seed: -1}"),
+         expect=("s.yaml:8:47:", "must be at least 0", "/data/split/seed")),
+    Case("spec-huge-iterations", DRY, spec={"train": "  iterations: 1000000000000"},
+         expect=("must be at most 10000", "/train/iterations")),
+    Case("spec-iterations-as-float", ["validate", "{tmp}/f.json"], setup="jsonspec:iterations:1e12",
+         expect=("f.json:", "expected a whole number", "/train/iterations")),
+    Case("cli-huge-grid", [*DRY, "--set", "train.iterations=" + ",".join(map(str, range(40))),
+                           "--set", "train.batch_size=" + ",".join(map(str, range(1, 41)))],
+         expect=("the sweep asks for 1,600 runs", "at most 1,000")),
+    Case("data-lone-surrogate", DRY, spec=data("jsonl", "{tmp}/sur.jsonl"),
+         setup='file:sur.jsonl:{"input": "caf\\ud800", "target": "blue"}\n{"input": "b", "target": "red"}\n'
+               '{"input": "c", "target": "blue"}',
+         expect=("sur.jsonl:1:", 'field "input" holds a lone surrogate escape')),
+    Case("cli-input-not-utf8", ["--cache-dir", "{tmp}/cache", "run", "{spec}", "--input", "caf\udce9"],
+         expect=("is not valid UTF-8 text", "'--input'")),
+    Case("lock-models-entry-a-string", STATUS, setup="lock:" + LOCK.replace("{local: {backend: llamacpp}}",
+                                                                             "{local: oops}"),
+         expect=("s.lock.yaml:4:", 'expected a mapping for model "local", found str')),
+    Case("lock-split-a-string", STATUS, setup="lock:" + LOCK.replace("{sha256: x}", "{sha256: x, split: all}"),
+         expect=("s.lock.yaml:", 'expected a "split" mapping, found str')),
+    Case("report-wrong-typed-summary", ["report", "{tmp}/run"], setup="summary",
+         expect=("summary.json", "metrics must be a mapping")),
+    Case("runs-folder-unwritable", TRAIN, code=1, setup="runs_is_file",
+         expect=("cannot write", "DLNFLOW_RUNS_DIR")),
+    Case("export-to-unwritable-folder", ["export", "{spec}", "--to", "dspy", "{spec}/out"], code=1,
+         expect=("cannot write", "s.yaml/out")),
+    # item 9: NaN and infinity
+    Case("spec-nan-timeout", VALIDATE, backend="real",
+         spec=openai_model(f"model: m, base_url: 'http://me:{SECRET}@127.0.0.1:9/v1', timeout: .nan"),
+         expect=("s.yaml:4:", "nan, which is not a finite number", "/models/api/timeout"), absent=(SECRET,)),
+    Case("spec-inf-temperature", VALIDATE,
+         spec={"layers": '  - name: answer\n    prompt: "Say blue or red."\n    generate: {temperature: .inf}\n'
+                         "    output: {classes: [blue, red]}"},
+         expect=("inf, which is not a finite number", "/layers/0/generate/temperature")),
+    Case("cli-set-nan", [*DRY, "--set", "train.rewrite_temperature=.nan"],
+         expect=("--set train.rewrite_temperature=nan",)),
+    # item 10: messages that point the right way
+    Case("backend-n-ctx-huge", VALIDATE, spec={"models": "  local: {backend: llamacpp, n_ctx: 100000000}"},
+         expect=("s.yaml:4:", "must be at most 1048576", "/models/local/n_ctx")),
+    Case("spec-json-unquoted-non-ascii-key", ["validate", "{tmp}/k.json"],
+         setup='file:k.json:{"version": 1, "name": "x", ключ: 1}',
+         expect=("k.json:1:29: JSON syntax error", "JSON keys must be in double quotes")),
+    Case("lock-conflict-markers", STATUS,
+         setup="lock:" + LOCK.replace("layers:\n", "layers:\n<<<<<<< HEAD\n  answer: {prompt: A}\n=======\n")
+         .replace("\nmodels", "\n>>>>>>> other\nmodels"),
+         expect=("s.lock.yaml:3:1: lock file has an unresolved git merge conflict (lines 3-7)",)),
+    Case("lock-duplicate-key", STATUS, setup="lock:" + LOCK + "train: {}\n",
+         expect=("s.lock.yaml:7:1:", "duplicate key 'train' (first defined at line 6")),
+    Case("spec-cyrillic-key", VALIDATE, spec={"train": VI.replace("method", "m\u0435thod")},
+         expect=("did you mean 'method'?", "U+0435 CYRILLIC SMALL LETTER IE")),
+    Case("cli-empty-input", ["--cache-dir", "{tmp}/cache", "run", "{spec}", "--input", ""],
+         expect=("an input is empty",)),
+]
 THROUGH_THE_ENTRY_POINT = ["cli-unknown-command", "data-ragged-csv", "template-endless-recursion",
-                           "backend-closed-port", "backend-gguf-not-a-gguf", "cli-input-file-not-utf8"]
+                           "backend-closed-port", "backend-gguf-not-a-gguf", "cli-input-file-not-utf8",
+                           "spec-alias-bomb", "spec-deep-yaml", "spec-dev-zero", "spec-fifo", "lock-alias-bomb",
+                           "backend-password-in-bad-url", "cli-huge-grid"]
 
 
 # -- running a case --------------------------------------------------------------------------------
@@ -311,8 +432,11 @@ def prepare(case: Case, tmp: Path, fake_url: str) -> list[str]:
     """Write the case's spec and files under ``tmp``; return its command line."""
     paths = {"tmp": str(tmp), "spec": str(tmp / "s.yaml"), "data": str(HERE / "data"),
              "more": str(HERE / "data_more"), "models": str(HERE / "models"), "cli": str(HERE / "cli"),
-             "fake": fake_url}
+             "fake": fake_url, "fakeauth": fake_url.replace("http://", f"http://me:{SECRET}@")}
     (tmp / "s.yaml").write_text(fill(spec_text(case.spec), paths), encoding="utf-8")
+    kind, _, arg = case.setup.partition(":")
+    if kind in ROUND_TWO_SETUPS:
+        ROUND_TWO_SETUPS[kind](tmp, arg)
     if case.setup == "huge_line":
         (tmp / "huge.jsonl").write_text('{"input": "a", "target": "blue"}\n{"input": "'
                                         + "x" * (MAX_LINE_BYTES + 10) + '"}\n')
@@ -328,8 +452,80 @@ def prepare(case: Case, tmp: Path, fake_url: str) -> list[str]:
     return [fill(a, paths) for a in case.argv]
 
 
+def _file(tmp: Path, arg: str) -> None:
+    name, _, text = arg.partition(":")
+    (tmp / name).write_text(text, encoding="utf-8")
+
+
+def _damaged_page(tmp: Path, arg: str) -> None:
+    """A cache with entries whose database has a page overwritten in the middle."""
+    with CallCache(tmp / "cache") as store:
+        store.put_many(((f"{i:064x}", {"text": "x" * 200}) for i in range(400)), model="m")
+    db = tmp / "cache" / "cache.db"
+    data = bytearray(db.read_bytes())
+    page = 4096
+    middle = (len(data) // page // 2) * page
+    data[middle:middle + page] = b"\xff" * page
+    db.write_bytes(bytes(data))
+
+
+def _summary(tmp: Path, arg: str) -> None:
+    run = tmp / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"iteration": 0, "event": "before", "dev": 0.5}\n')
+    (run / "summary.json").write_text('{"metrics": [1, 2], "iterations_run": "three"}\n')
+
+
+def _jsonspec(tmp: Path, arg: str) -> None:
+    key, _, value = arg.partition(":")
+    (tmp / "f.json").write_text('{"version": 1, "name": "f", "data": {"format": "task", "task": '
+                                '{"name": "label_mapping"}}, "layers": [{"name": "answer", "prompt": "p", '
+                                '"output": {"classes": ["blue", "red"]}}], "train": {"' + key + '": ' + value + "}}")
+
+
+ROUND_TWO_SETUPS: dict[str, Any] = {
+    "file": _file,
+    "lock": lambda tmp, text: (tmp / "s.lock.yaml").write_text(text, encoding="utf-8"),
+    "fifo": lambda tmp, name: os.mkfifo(tmp / name),
+    "loop": lambda tmp, name: ((tmp / name).symlink_to(tmp / (name + ".2")),
+                               (tmp / (name + ".2")).symlink_to(tmp / name)),
+    "dbfolder": lambda tmp, arg: (tmp / "cache" / "cache.db").mkdir(parents=True),
+    "damaged_page": _damaged_page,
+    "summary": _summary,
+    "jsonspec": _jsonspec,
+    "runs_is_file": lambda tmp, arg: os.environ.__setitem__("DLNFLOW_RUNS_DIR", str(tmp / "s.yaml")),
+}
+
+
+def fault_setups(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faults no file can cause for a root user: a disk that fills mid-run, a read-only file system."""
+    import errno
+    import sqlite3
+
+    import diskcache
+
+    if case.setup == "disk_full":
+        calls = {"n": 0}
+        real = diskcache.Cache.set
+
+        def filling(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(diskcache.Cache, "set", filling)
+    elif case.setup == "read_only_cache":
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr("dlnflow.runtime.cache._create_private_db", refuse)
+
+
 def fake_behaviour(fake: FakeOpenAI, behaviour: str) -> None:
     def respond(path: str, body: dict[str, Any]) -> Reply:
+        if behaviour == "broken_json":
+            return Reply(raw=b'{"id": "cmpl", "choices": [{"text": ')
         if behaviour == "unauthorized":
             return Reply(401, {"error": {"message": "Incorrect API key provided"}})
         if behaviour == "unknown_model":
@@ -364,6 +560,8 @@ def check(case: Case, code: int, output: str) -> None:
     assert "Traceback" not in output, f"{case.id}: a traceback\n{output}"
     for phrase in case.expect:
         assert phrase in output, f"{case.id}: {phrase!r} not in the message:\n{output}"
+    for phrase in case.absent:
+        assert phrase not in output, f"{case.id}: {phrase!r} must not be shown:\n{output}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -376,6 +574,8 @@ def test_bad_input(case: Case, isolated: Path, monkeypatch: pytest.MonkeyPatch,
         fake_url = fake.base_url
     if case.backend == "standin":
         use_standin(monkeypatch)
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", os.environ["DLNFLOW_RUNS_DIR"])  # restored after the case
+    fault_setups(case, monkeypatch)
     argv = prepare(case, isolated, fake_url)
     result = CliRunner().invoke(cli, argv)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -390,6 +590,7 @@ def test_bad_input_through_the_entry_point(case_id: str, isolated: Path) -> None
     case = next(c for c in CASES if c.id == case_id)
     argv = prepare(case, isolated, "http://127.0.0.1:9/v1")
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["DLNFLOW_RUNS_DIR"] = str(isolated.parent / "runs")
     cmd = [sys.executable, "-m", "dlnflow", *argv]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=120)
     check(case, done.returncode, done.stdout + done.stderr)

@@ -215,7 +215,8 @@ def test_eval_and_run_apply_the_best_runs_inference_settings(standin: StandIn, t
     assert out["accuracy"] == lock["metrics"]["test"] and out["backend_calls"] == 0  # the run's own test calls
     assert out["best_run"] == {"run": best["run"], "seed": best["seed"], "problem": None,
                                "applied": {"layers.think.generate.max_tokens": chosen},
-                               "training_only": {"train.prompt_candidates": 2, "train.seed": best["seed"]}}
+                               "training_only": {"train.prompt_candidates": 2, "train.seed": best["seed"]},
+                               "refused": []}
     assert "drifted" not in out["lock_note"]
     text = CliRunner().invoke(cli, ["eval", str(spec)]).stderr
     assert f"best run {best['run']}" in text and f"layers.think.generate.max_tokens={chosen}" in text

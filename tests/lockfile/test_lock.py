@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dlnflow._version import __version__
-from dlnflow.core.errors import LockError
+from dlnflow.core.errors import LockError, WriteError
 from dlnflow.graph.layers import Graph, Layer
 from dlnflow.graph.templates import Template
 from dlnflow.lockfile import lock
@@ -133,7 +133,7 @@ def test_a_failed_write_leaves_the_old_lock_intact(tmp_path: Path, monkeypatch: 
         raise OSError("disk full")
 
     monkeypatch.setattr(lock, "_write_all", half_then_crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="cannot write .*nav.lock.yaml: disk full"):
         lock.write_lock(path, make_lock(make_pipeline(tmp_path), learned={"answer.prompt": "new"}))
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["nav.lock.yaml"]  # no temporary file left behind

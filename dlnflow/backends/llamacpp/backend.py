@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,8 @@ class LlamaCppBackend:
         self._n_ctx = n_ctx
         self._engine: Engine | None = _acquire(self.path, n_ctx, self.n_batch, self.n_threads)
         self._sha256: str | None = None
+        self._evaluated = 0
+        self._reused = 0
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], base_dir: Path | None) -> LlamaCppBackend:
@@ -144,6 +146,11 @@ class LlamaCppBackend:
         with self.engine.lock:
             return len(self.engine.tokenize(text, bos=True))
 
+    def counters(self) -> dict[str, int]:
+        """Running totals of prompt tokens this backend had evaluated vs. reused from the KV cache
+        (generated tokens are not counted here; see :mod:`dlnflow.runtime.timing`)."""
+        return {"prompt_evaluated": self._evaluated, "prompt_reused": self._reused}
+
     def close(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
@@ -151,16 +158,32 @@ class LlamaCppBackend:
 
     def run(self, requests: list[Request]) -> list[Result]:
         """Answer ``requests`` in order; consecutive ones reuse the KV cache of shared prefixes."""
+        return self.run_each(requests, lambda index, result: None)
+
+    def run_each(self, requests: list[Request], on_result: Callable[[int, Result], None]) -> list[Result]:
+        """:meth:`run`, handing each answer to ``on_result(index, result)`` as soon as it is computed."""
         engine = self.engine
+        out: list[Result] = []
         with engine.lock:
-            return [self._one(engine, r) for r in requests]
+            for index, request in enumerate(requests):
+                out.append(self._one(engine, request))
+                on_result(index, out[-1])
+        return out
 
     def _one(self, engine: Engine, r: Request) -> Result:
         if r.op == "generate":
             return self._generate(engine, r)
-        if r.op == "score":
-            return self._score(engine, r.prompt, r.targets[0])
-        return self._classify(engine, r.prompt, r.targets)
+        evaluated, reused = engine.evaluated, engine.reused
+        try:
+            if r.op == "score":
+                return self._score(engine, r.prompt, r.targets[0])
+            return self._classify(engine, r.prompt, r.targets)
+        finally:
+            self._count(engine, evaluated, reused)
+
+    def _count(self, engine: Engine, evaluated: int, reused: int) -> None:
+        self._evaluated += engine.evaluated - evaluated
+        self._reused += engine.reused - reused
 
     # -- operations ----------------------------------------------------------------------
     def _score(self, engine: Engine, context: str, target: str) -> Result:
@@ -222,7 +245,9 @@ class LlamaCppBackend:
         prompt = engine.tokenize(r.prompt, bos=True)
         if len(prompt) >= self._n_ctx:
             raise ContextOverflow(len(prompt), self._n_ctx, "no room left to generate")
+        evaluated, reused = engine.evaluated, engine.reused
         engine.evaluate(prompt, {})
+        self._count(engine, evaluated, reused)
         seed = sampler_seed(r.seed, r.sample)
         chain = engine.sampler(r.temperature, r.top_p, seed) if r.temperature > 0 else None
         try:

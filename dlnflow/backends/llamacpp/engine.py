@@ -76,6 +76,10 @@ class Engine:
                 swa_full=True,  # keep the whole sliding-window cache so a prefix can be truncated
             )
         except (ValueError, RuntimeError) as exc:
+            if "context" in str(exc).lower():  # the model loaded; its context window did not fit
+                raise ConfigError(
+                    f"llama.cpp loaded {path} but could not create a context window of {n_ctx} tokens ({exc}); "
+                    "lower models.<name>.n_ctx (the memory it needs grows with it)") from None
             raise ConfigError(f"llama.cpp could not load {path}: {exc}; is it a whole GGUF file?") from None
         self.ctx = self.llm.ctx
         self.memory = llama_cpp.llama_get_memory(self.ctx)

@@ -12,9 +12,11 @@ How each operation maps onto the HTTP API:
   The server tokenizes context and target *together*; a token that straddles the boundary is
   counted with the target. Whether the server allows this is probed once and remembered; when
   it does not, ``capabilities`` lacks ``score``.
-- ``classify``: when the verbalizers are distinct single tokens, one next-token call with
-  ``top_logprobs`` answers; otherwise each full verbalizer is scored. Probabilities are
-  normalised over the verbalizers.
+- ``classify``: when the server's tokenizer (or tiktoken) says the verbalizers are distinct
+  single tokens, one next-token call with an equal ``logit_bias`` on them answers, wherever the
+  prompt ranks them (see :mod:`dlnflow.backends.openai.classify`); without a tokenizer, one plain
+  next-token call answers when they are among the top alternatives; otherwise each full
+  verbalizer is scored by echo. Probabilities are normalised over the verbalizers.
 
 Requests fan out on a private asyncio loop with at most ``concurrency`` in flight; results come
 back in request order. The openai client's own retries are off: this module retries 429, 408,
@@ -24,7 +26,9 @@ environment variable the settings name and never appears in identities, messages
 
 Costs worth knowing: llama-cpp-python's server sorts the whole vocabulary in Python for every
 token it returns logprobs for, so echo scoring there costs ~0.3 s per token of context + target
-on a small machine; ``generate`` therefore asks for logprobs only with ``generate_logprobs: true``.
+on a small machine; ``generate`` therefore asks for logprobs only with ``generate_logprobs: true``,
+and classification avoids echo whenever the verbalizers are single tokens. Every HTTP request is
+counted by kind (:meth:`OpenAIBackend.counters`) and timed (:attr:`OpenAIBackend.latencies`).
 ``count_tokens`` is an estimate (remote tokenizers are not at hand): about three characters per
 token, which errs on the long side.
 """
@@ -33,16 +37,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import math
 import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import openai
 
+from dlnflow.backends.openai import classify as oc
 from dlnflow.backends.openai.errors import ErrorContext, HTTPBackendError, connection_error, status_error
 from dlnflow.backends.openai.responses import (
     chat_content_logprobs,
@@ -57,10 +66,17 @@ from dlnflow.backends.openai.responses import (
 )
 from dlnflow.backends.openai.retry import RetryPolicy, retryable_status
 from dlnflow.backends.openai.settings import OpenAISettings
+from dlnflow.backends.openai.tokens import RemoteTokenizer
 from dlnflow.core.backend import Request, Result, shares_prefix
 from dlnflow.core.errors import BackendError, ConfigError
 
 T = TypeVar("T")
+_BATCH_FAILED: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("dlnflow_batch_failed")
+"""Per batch: set once a call failed, so calls not yet sent are skipped (those in flight still finish)."""
+
+
+class _Skipped(Exception):
+    """A call of a failed batch that was never sent."""
 
 PLACEHOLDER_KEY = "no-key-needed"
 CHARS_PER_TOKEN = 3.0
@@ -98,6 +114,11 @@ class OpenAIBackend:
         self._thread: threading.Thread | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._tokenizer: RemoteTokenizer | None = None
+        self._class_top = settings.classify_top
+        self.latencies: list[float] = []
+        self._requests: Counter[str] = Counter()
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -154,22 +175,37 @@ class OpenAIBackend:
         """
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
+    def counters(self) -> dict[str, int]:
+        """Running totals of HTTP requests by kind (see :mod:`dlnflow.runtime.timing`)."""
+        return {f"requests_{kind}": n for kind, n in self._requests.items()}
+
     def run(self, requests: list[Request]) -> list[Result]:
         """Answer ``requests`` concurrently (bounded by ``concurrency``), in request order."""
+        return self.run_each(requests, None)
+
+    def run_each(self, requests: list[Request], on_result: Callable[[int, Result], None] | None) -> list[Result]:
+        """:meth:`run`, handing each answer to ``on_result(index, result)`` as soon as it arrives.
+
+        When a call fails, the calls already sent still finish (they are paid for) and reach
+        ``on_result``; calls not yet sent are skipped; then the first failure is raised.
+        """
         if not requests:
             return []
-        return self._submit(self._run_all(list(requests)))
+        return self._submit(self._run_all(list(requests), on_result))
 
     def close(self) -> None:
         """Close the HTTP client and stop the private event loop (idempotent)."""
         with self._start_lock:
-            loop, thread, client = self._loop, self._thread, self._client
-            self._loop = self._thread = self._client = self._sem = None
+            loop, thread, client, http = self._loop, self._thread, self._client, self._http
+            self._loop = self._thread = self._client = self._sem = self._http = None
+            self._tokenizer = None
         if loop is None:
             return
-        if client is not None:
-            with contextlib.suppress(Exception):  # closing must not fail the caller
-                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        for closable in (client, http):
+            if closable is not None:
+                with contextlib.suppress(Exception):  # closing must not fail the caller
+                    asyncio.run_coroutine_threadsafe(closable.aclose() if closable is http else closable.close(),
+                                                     loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout=10)
@@ -188,6 +224,10 @@ class OpenAIBackend:
                     timeout=self.settings.timeout,
                 )
                 self._sem = asyncio.Semaphore(self.settings.concurrency)
+                self._http = httpx.AsyncClient(timeout=self.settings.timeout,
+                                               headers={"Authorization": f"Bearer {self._api_key}"})
+                self._tokenizer = RemoteTokenizer(self.settings.endpoint, self.settings.model,
+                                                  self.settings.official, self._post_json)
                 self._loop, self._thread = loop, thread
             return self._loop
 
@@ -199,15 +239,35 @@ class OpenAIBackend:
             future.cancel()
             raise
 
-    async def _run_all(self, requests: list[Request]) -> list[Result]:
-        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+    async def _run_all(self, requests: list[Request],
+                       on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+        failed = [False]
+
+        async def one(index: int, request: Request) -> Result:
+            _BATCH_FAILED.set(failed)
+            try:
+                result = await self._one(request)
+            except _Skipped:
+                raise
+            except BaseException:
+                failed[0] = True
+                raise
+            if on_result is not None:
+                on_result(index, result)
+            return result
+
+        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:  # cancelled (Ctrl-C): stop what is still going
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        errors = [d for d in done if isinstance(d, BaseException) and not isinstance(d, _Skipped)]
+        if errors:
+            raise errors[0]
+        return list(done)  # type: ignore[arg-type]
 
     async def _one(self, request: Request) -> Result:
         if request.op == "generate":
@@ -217,8 +277,12 @@ class OpenAIBackend:
         return await self._classify(request)
 
     # -- retries -----------------------------------------------------------------------------
-    async def _call(self, endpoint: str, send: Callable[[], Awaitable[T]], retry: bool = True) -> T:
-        """One logical request: bounded concurrency per attempt, retries on transient failures."""
+    async def _call(self, endpoint: str, send: Callable[[], Awaitable[T]], retry: bool = True,
+                    kind: str = "generate") -> T:
+        """One logical request: bounded concurrency per attempt, retries on transient failures.
+
+        Every attempt is counted under ``kind`` and its seconds kept in :attr:`latencies`.
+        """
         budget = self._policy.max_retries if retry else 0
         attempt = 0
         while True:
@@ -226,7 +290,9 @@ class OpenAIBackend:
             try:
                 assert self._sem is not None
                 async with self._sem:
-                    return await send()
+                    if _BATCH_FAILED.get([False])[0]:
+                        raise _Skipped
+                    return await self._timed(kind, send)
             except openai.APIStatusError as exc:
                 if not retryable_status(exc.status_code) or attempt >= budget:
                     raise status_error(self._errors, exc, endpoint, attempt + 1, self.settings.n_ctx) from None
@@ -237,7 +303,7 @@ class OpenAIBackend:
             except (ValueError, openai.APIResponseValidationError) as exc:  # truncated or garbled JSON
                 if attempt >= budget:
                     raise BackendError(
-                        f"{self.settings.base_url} {endpoint}: the server's answer was not valid JSON "
+                        f"{self.settings.endpoint} {endpoint}: the server's answer was not valid JSON "
                         f"({type(exc).__name__}) on all {attempt + 1} attempts; check the server or a proxy "
                         "in front of it"
                     ) from None
@@ -245,6 +311,14 @@ class OpenAIBackend:
             attempt += 1
             self.retries += 1
             await asyncio.sleep(delay)
+
+    async def _timed(self, kind: str, send: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        try:
+            return await send()
+        finally:
+            self.latencies.append(time.perf_counter() - started)
+            self._requests[kind] += 1
 
     def _extra(self) -> dict[str, Any]:
         return {"extra_body": dict(self.settings.extra_body)} if self.settings.extra_body else {}
@@ -281,19 +355,19 @@ class OpenAIBackend:
         return {"text": text, "logprobs": logprobs, "prompt_tokens": n_prompt, "completion_tokens": n_completion}
 
     # -- score -------------------------------------------------------------------------------
-    async def _echo_call(self, prompt: str, retry: bool = True) -> Any:
+    async def _echo_call(self, prompt: str, retry: bool = True, kind: str = "echo") -> Any:
         assert self._client is not None
         client = self._client
         return await self._call("completions", lambda: client.completions.create(
             model=self.settings.model, prompt=prompt, max_tokens=1, echo=True, logprobs=1,
-            temperature=0.0, **self._extra()), retry=retry)
+            temperature=0.0, **self._extra()), retry=retry, kind=kind)
 
     async def _probe_score(self, retry: bool = True) -> bool:
         """Ask once whether completions accept ``echo=True`` with logprobs; remember the answer."""
         if self._score_ok is not None:
             return self._score_ok
         try:
-            response = await self._echo_call(_PROBE_TEXT, retry=retry)
+            response = await self._echo_call(_PROBE_TEXT, retry=retry, kind="probe")
         except HTTPBackendError as exc:
             if exc.status in _UNSUPPORTED_STATUSES:
                 self._score_ok = False
@@ -322,6 +396,9 @@ class OpenAIBackend:
     async def _classify(self, r: Request) -> Result:
         verbalizers = r.targets
         distinct = len(set(verbalizers)) == len(verbalizers)
+        ids = await self._single_token_ids(verbalizers) if distinct else None
+        if ids is not None:
+            return await self._classify_biased(r.prompt, verbalizers, ids)
         table: dict[str, float] | None = None
         if distinct and (self.settings.chat or self._score_ok is False or not shares_prefix(verbalizers)):
             found, table = await self._next_token(r.prompt, verbalizers)
@@ -336,6 +413,86 @@ class OpenAIBackend:
             if found is not None:
                 return found
         raise ConfigError(self._classify_problem(verbalizers, distinct, table))
+
+    async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` to ``url`` (outside the OpenAI API, e.g. a tokenize route); the parsed answer."""
+        assert self._http is not None
+        http = self._http
+
+        async def send() -> Any:
+            response = await http.post(url, json=body)
+            response.raise_for_status()
+            return response.json()
+
+        assert self._sem is not None
+        async with self._sem:
+            return await self._timed("tokenize", send)
+
+    async def _single_token_ids(self, verbalizers: tuple[str, ...]) -> list[int] | None:
+        """Each verbalizer's token id when all are single, distinct tokens; else None."""
+        if self._tokenizer is None or self._class_top < len(verbalizers):
+            return None
+        keys = oc.keys_for(verbalizers, self.settings.chat)
+        found = [await self._tokenizer.tokens(k) for k in keys]
+        if any(t is None or len(t) != 1 for t in found):
+            return None
+        ids = [t[0] for t in found if t is not None]
+        return ids if len(set(ids)) == len(ids) else None
+
+    async def _classify_biased(self, context: str, verbalizers: tuple[str, ...], ids: list[int]) -> Result:
+        """Class probabilities with an equal ``logit_bias`` on every verbalizer (see
+        :mod:`dlnflow.backends.openai.classify`): usually one request."""
+        keys = oc.keys_for(verbalizers, self.settings.chat)
+        n_prompt = 0
+        found: list[float | None] = [None] * len(keys)
+        tops = [self._class_top]
+        if not self.settings.official and self._class_top < oc.WIDE_TOP:
+            tops.append(oc.WIDE_TOP)
+        for n in tops:
+            capped = False
+            try:
+                table, used = await self._next_token_table(context, ids, n, "next_token" if n == tops[0] else "wide")
+            except HTTPBackendError as exc:
+                if exc.status not in (400, 422) or n <= self.settings.n_top:
+                    raise
+                self._class_top = self.settings.n_top  # the server caps N (e.g. vLLM's --max-logprobs)
+                if n != tops[0]:
+                    break
+                capped = True
+                table, used = await self._next_token_table(context, ids, self._class_top, "next_token")
+            n_prompt = max(n_prompt, used)
+            found = [f if f is not None else v for f, v in zip(found, oc.lookup(table, keys), strict=True)]
+            if n != tops[0] and all(v is not None for v in found):
+                self._class_top = min(oc.WIDE_TOP, max(self._class_top, 2 * oc.deepest_rank(table, keys)))
+            if capped or all(v is not None for v in found):
+                break
+        for i, value in enumerate(found):
+            if value is None:  # raw log-probs and deeper than any N: bias this verbalizer alone
+                table, used = await self._next_token_table(context, [ids[i]], 1, "forced")
+                found[i] = table.get(keys[i])
+        if any(v is None for v in found):
+            raise BackendError(f"{self.settings.endpoint} did not return the log-probabilities of the "
+                               f"verbalizers {list(verbalizers)!r} even with logit_bias on their tokens")
+        return class_result([float(v) for v in found if v is not None], n_prompt, 1)
+
+    async def _next_token_table(self, context: str, ids: list[int], n: int, kind: str) -> tuple[dict[str, float], int]:
+        """One next-token request with ``logit_bias`` on ``ids`` and ``n`` alternatives: (table, prompt tokens)."""
+        assert self._client is not None
+        client = self._client
+        bias = oc.bias_body(ids)
+        extra = self._extra()
+        if self.settings.chat:
+            messages = [{"role": "user", "content": context}]
+            response = await self._call("chat/completions", lambda: client.chat.completions.create(
+                model=self.settings.model, messages=messages, max_tokens=1, logprobs=True, top_logprobs=n,
+                temperature=0.0, logit_bias=bias, **extra), kind=kind)
+            choice = first_choice(response, "chat/completions")
+        else:
+            response = await self._call("completions", lambda: client.completions.create(
+                model=self.settings.model, prompt=context, max_tokens=1, logprobs=n, temperature=0.0,
+                logit_bias=bias, **extra), kind=kind)
+            choice = first_choice(response, "completions")
+        return oc.classes_table(choice, self.settings.chat), usage(response)[0]
 
     def _classify_problem(self, verbalizers: tuple[str, ...], distinct: bool,
                           table: dict[str, float] | None) -> str:
@@ -361,12 +518,12 @@ class OpenAIBackend:
             messages = [{"role": "user", "content": context}]
             response = await self._call("chat/completions", lambda: client.chat.completions.create(
                 model=self.settings.model, messages=messages, max_tokens=1, logprobs=True,
-                top_logprobs=self.settings.n_top, temperature=0.0, **extra))
+                top_logprobs=self.settings.n_top, temperature=0.0, **extra), kind="next_token")
             table = chat_top_table(first_choice(response, "chat/completions"))
         else:
             response = await self._call("completions", lambda: client.completions.create(
                 model=self.settings.model, prompt=context, max_tokens=1, logprobs=self.settings.n_top,
-                temperature=0.0, **extra))
+                temperature=0.0, **extra), kind="next_token")
             table = completion_top_table(first_choice(response, "completions"))
         found = match_verbalizers(table, verbalizers, loose=self.settings.chat)
         return (None if found is None else class_result(found, *usage(response))), table

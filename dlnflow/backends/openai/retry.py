@@ -24,16 +24,16 @@ True
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from dlnflow._util.redact import redact as redact_text
+
 RETRY_AFTER_LIMIT = 120.0
 """Longest wait a ``Retry-After`` header can impose (seconds); longer requests are clipped."""
 
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}|\bBearer\s+\S+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,5 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove secrets (and anything shaped like an API key) from a message before it is shown."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_LIKE.sub("[redacted]", text)
+    """Remove secrets (and anything shaped like a credential) from a message: :func:`dlnflow._util.redact.redact`."""
+    return redact_text(text, secrets)

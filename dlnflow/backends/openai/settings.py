@@ -11,6 +11,8 @@ The API key itself never appears here: only the *name* of the environment variab
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +23,8 @@ OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 OFFICIAL_HOST = "api.openai.com"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+CLASSIFY_TOP = 1000
+"""Alternatives a biased classification asks for on servers other than the OpenAI API."""
 
 
 def normalise_base_url(url: str) -> str:
@@ -58,6 +62,8 @@ def _setting(settings: dict[str, Any], key: str, kinds: tuple[type, ...], defaul
         raise ConfigError(f"models.<name>.{key} must be {kinds[0].__name__}, not a boolean")
     if not isinstance(value, kinds):
         raise ConfigError(f"models.<name>.{key} must be {kinds[0].__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"models.<name>.{key} must be a finite number, got {value}")
     return value
 
 
@@ -70,10 +76,13 @@ def _at_least(key: str, value: float, low: float) -> None:
 class OpenAISettings:
     """Everything the backend needs to reach one model on one endpoint.
 
-    Beyond the schema's keys, three are meant for tests and special servers:
+    Beyond the schema's keys, some are meant for tests and special servers:
     ``extra_body`` (a mapping merged into every request, e.g. ``{"repeat_penalty": 1.0}`` for a
     llama.cpp server, whose default sampling otherwise penalises repeats), ``top_logprobs``
     (how many next-token alternatives to ask for; default 5 on the official API, 20 elsewhere),
+    ``classify_top_logprobs`` (how many a ``logit_bias`` classification asks for; default
+    ``top_logprobs`` on the official API, 1000 elsewhere; lower it for a server that caps it, e.g.
+    vLLM's ``--max-logprobs``),
     and ``backoff_base``/``backoff_max`` (seconds) for the retry waits.
     """
 
@@ -86,6 +95,7 @@ class OpenAISettings:
     max_retries: int = 5
     n_ctx: int = 4096
     top_logprobs: int = 0
+    classify_top_logprobs: int = 0
     generate_logprobs: bool = False
     extra_body: dict[str, Any] = field(default_factory=dict)
     backoff_base: float = 0.5
@@ -106,6 +116,13 @@ class OpenAISettings:
             return self.top_logprobs
         return 5 if self.official else 20
 
+    @property
+    def classify_top(self) -> int:
+        """How many alternatives a biased classification asks for (see :mod:`dlnflow.backends.openai.classify`)."""
+        if self.classify_top_logprobs > 0:
+            return self.classify_top_logprobs
+        return self.n_top if self.official else max(self.n_top, CLASSIFY_TOP)
+
     @classmethod
     def parse(cls, settings: dict[str, Any]) -> OpenAISettings:
         """Check types and ranges of a ``models.<name>`` mapping; raise :class:`ConfigError` if wrong."""
@@ -125,6 +142,7 @@ class OpenAISettings:
             max_retries=_setting(settings, "max_retries", (int,), 5),
             n_ctx=_setting(settings, "n_ctx", (int,), 4096),
             top_logprobs=_setting(settings, "top_logprobs", (int,), 0),
+            classify_top_logprobs=_setting(settings, "classify_top_logprobs", (int,), 0),
             generate_logprobs=_setting(settings, "generate_logprobs", (bool,), False),
             extra_body=dict(_setting(settings, "extra_body", (dict,), {})),
             backoff_base=float(_setting(settings, "backoff_base", (int, float), 0.5)),
@@ -134,6 +152,7 @@ class OpenAISettings:
         _at_least("max_retries", parsed.max_retries, 0)
         _at_least("n_ctx", parsed.n_ctx, 16)
         _at_least("top_logprobs", parsed.top_logprobs, 0)
+        _at_least("classify_top_logprobs", parsed.classify_top_logprobs, 0)
         _at_least("backoff_base", parsed.backoff_base, 0.0)
         _at_least("backoff_max", parsed.backoff_max, 0.0)
         if parsed.timeout <= 0:
