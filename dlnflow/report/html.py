@@ -30,6 +30,7 @@ from jinja2 import Environment, StrictUndefined
 
 from dlnflow._util.files import write_atomic
 from dlnflow.core.errors import InputError
+from dlnflow.data.dataset import load_dataset
 from dlnflow.experiments.aggregate import best_point, group_points
 from dlnflow.experiments.matrix import matrix_for
 from dlnflow.report.markdown import (
@@ -254,9 +255,13 @@ def _sweep_runs(spec: Path) -> tuple[Any, list[tuple[Any, Path]]]:
     if not is_sweep:
         raise InputError(f"{spec} has no experiments section, so it is not a sweep")
     runs = []
+    digests: dict[str, str] = {}
     for point in matrix.runs():
         pipeline = apply_overrides(base, point.overrides)
-        runs.append((point, run_dir_for(pipeline, point.overrides)))
+        key = repr(pipeline.data)
+        if key not in digests:
+            digests[key] = load_dataset(pipeline.data, pipeline.graph.output.classes).digest
+        runs.append((point, run_dir_for(pipeline, point.overrides, digests[key])))
     return base, runs
 
 

@@ -115,7 +115,7 @@ def read_log(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_dir_for(pipeline: Pipeline, overrides: dict[str, Any] | None = None, data_digest: str = "") -> Path:
+def run_dir_for(pipeline: Pipeline, overrides: dict[str, Any] | None, data_digest: str) -> Path:
     """``runs/<name>/seed<N>-<hash>``: the hash covers the training hyperparameters, any override
     of a setting outside ``train`` (so two grid points never share a folder), the spec's path and
     the data digest (so two specs with one name, or other data, never share one)."""

@@ -108,8 +108,8 @@ def test_run_folders_and_fingerprints_separate_runs(spec: Path) -> None:
     a = apply_overrides(base, {"train.seed": 1})
     b = apply_overrides(base, {"train.seed": 1, "layers.answer.prompt": "Colour?"})
     c = apply_overrides(base, {"train.seed": 1, "train.iterations": 5})
-    dirs = {run_dir_for(a, {"train.seed": 1}), run_dir_for(b, {"layers.answer.prompt": "Colour?"}),
-            run_dir_for(c, {"train.iterations": 5})}
+    dirs = {run_dir_for(a, {"train.seed": 1}, "d"), run_dir_for(b, {"layers.answer.prompt": "Colour?"}, "d"),
+            run_dir_for(c, {"train.iterations": 5}, "d")}
     assert len(dirs) == 3
     assert all(d.name.startswith("seed1-") for d in dirs)
     assert len({fingerprint(x, "d") for x in (a, b, c)}) == 3
