@@ -20,7 +20,8 @@ def open_network(app: AppContext, spec: Path) -> Network:
         raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
     pipeline = compile_spec(spec)
     cache_dir = app.resolve_cache_dir(spec.parent)
-    return Network(pipeline, cache_dir=cache_dir, cache_mode=app.cache_mode)  # type: ignore[arg-type]
+    return Network(pipeline, cache_dir=cache_dir, cache_mode=app.cache_mode,  # type: ignore[arg-type]
+                   cache_remote=app.cache_remote or "")
 
 
 def use_lock(app: AppContext, net: Network, strict: bool) -> None:

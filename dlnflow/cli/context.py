@@ -19,6 +19,7 @@ class AppContext:
 
     cache_dir: str | None = None
     cache_mode: str = "use"
+    cache_remote: str | None = None
     as_json: bool = False
     verbosity: int = 0
 
@@ -30,7 +31,9 @@ class AppContext:
     def open_cache(self, near: Path | None = None) -> CallCache | None:
         if self.cache_mode == "off":
             return None
-        return CallCache(self.resolve_cache_dir(near))
+        from dlnflow.cache_remote import open_tier
+
+        return CallCache(self.resolve_cache_dir(near), remote=open_tier(self.cache_remote))
 
     @property
     def quiet(self) -> bool:

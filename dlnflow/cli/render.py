@@ -81,3 +81,27 @@ def run_guarded(cli: click.Group, argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:  # pragma: no cover - interactive
         click.echo("interrupted; everything computed so far is in the cache", err=True)
         sys.exit(130)
+
+
+def route_warnings() -> None:
+    """Show dlnflow's own warnings (such as a shared cache tier giving up) as ``warning: ...`` lines
+    on stderr, each once; other warnings keep Python's default display."""
+    import warnings
+
+    from dlnflow.cache_remote import RemoteCacheWarning
+
+    original = warnings.showwarning
+    if getattr(original, "_dlnflow", False):
+        return
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, RemoteCacheWarning):
+            color = use_color(sys.stderr)
+            click.echo(f"{paint('warning:', 'warning', color)} {message}", err=True, color=color)
+            return
+        original(message, category, filename, lineno, file, line)
+
+    show._dlnflow = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("default", RemoteCacheWarning)

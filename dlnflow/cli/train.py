@@ -30,9 +30,17 @@ USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens
               help="Stop before more than N real tokens could be spent (for the whole command).")
 @click.option("--dry-run", is_flag=True,
               help="Predict the calls and tokens training needs (cached vs new) without calling a model.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where a sweep's runs go: this machine, or one Ray task per run on a Ray cluster.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --executor local: how many runs train at once, each in its own process.")
+@click.option("--address", metavar="ADDR",
+              help="With --executor ray: the cluster (e.g. 10.0.0.5:6379) [default: $RAY_ADDRESS, else a "
+                   "Ray instance started for this command].")
 @click.pass_context
 def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, sets: tuple[str, ...],
-          iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool) -> None:
+          iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool,
+          executor: str, jobs: int, address: str | None) -> None:
     """Train the prompts of SPEC and write SPEC's lock file beside it.
 
     Runs the method in the spec's `train` section (dln1, vi, ape, fewshot or none),
@@ -46,6 +54,8 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     sweep: every seed x grid combination is trained in order, each in its own run folder;
     finished runs are skipped on the next invocation. The lock then holds the best run
     (best mean dev over seeds) and a summary of the sweep; see `dlnflow results SPEC`.
+    `--jobs N` trains N runs at once in separate processes; `--executor ray` makes each run a
+    task on a Ray cluster (workers share calls through --cache-remote).
 
     The per-iteration log goes to runs/<name>/seed<N>-<hash>/log.jsonl at the project
     root (override with DLNFLOW_RUNS_DIR).
@@ -57,6 +67,9 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
       dlnflow --json train pipelines/quickstart.yaml --seed 7
       dlnflow train pipelines/quickstart.yaml --seeds 13,42,25 --set train.prompt_candidates=3,5
       dlnflow train pipelines/navigate-dln2.yaml --iterations 2 --max-calls 500
+      dlnflow train pipelines/quickstart.yaml --seeds 1,2,3,4 --jobs 2
+      dlnflow --cache-remote redis://10.0.0.5:6380/0 train pipelines/quickstart.yaml \\
+          --seeds 1,2,3,4 --executor ray --address 10.0.0.5:6379
     """
     from dlnflow.compiler import compile_spec
     from dlnflow.experiments import matrix_for, parse_seeds, parse_set
@@ -77,15 +90,21 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     if iterations is not None:
         settings.insert(0, ("train.iterations", [iterations]))
     matrix, is_sweep = matrix_for(base, chosen, settings)
+    from dlnflow.executors import check_executor
+
+    check_executor(executor, jobs, address, budget_given=max_calls is not None or max_tokens is not None)
+    if (executor == "ray" or jobs > 1) and not is_sweep and not dry_run:
+        raise click.UsageError("--executor ray and --jobs spread the runs of a sweep; give --seeds or --set "
+                               "with several values (or an experiments section)")
     budget = BudgetSettings(max_calls if max_calls is not None else base.train.budget.max_calls,
                             max_tokens if max_tokens is not None else base.train.budget.max_tokens)
     from dlnflow.sweep import Sweep
 
-    sweep = Sweep(base, matrix, a.resolve_cache_dir(spec.parent), a.cache_mode)
+    sweep = Sweep(base, matrix, a.resolve_cache_dir(spec.parent), a.cache_mode, a.cache_remote or "")
     if dry_run:
         _dry_run(a, sweep, is_sweep, budget)
     elif is_sweep:
-        _train_sweep(a, spec, sweep, budget)
+        _train_sweep(a, spec, sweep, budget, (executor, jobs, address))
     else:
         _train_one(a, spec, sweep, budget)
 
@@ -172,9 +191,13 @@ def _run_row(s: Any) -> dict[str, Any]:
             "predicted": None if s.skipped else summary.get("predicted")}
 
 
-def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) -> None:
+def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings,
+                 where: tuple[str, int, str | None] = ("local", 1, None)) -> None:
     from dlnflow.aggregate import markdown_table
+    from dlnflow.executors import run_sweep
     from dlnflow.experiments import point_label
+
+    executor, jobs, address = where
 
     n = len(sweep.states)
     started = time.monotonic()
@@ -196,7 +219,12 @@ def _train_sweep(a: AppContext, spec: Path, sweep: Any, budget: BudgetSettings) 
                    f"{s.summary['backend_calls']} backend calls")
 
     try:
-        sweep.run(budget, progress=bar, listen=listen)
+        if executor == "local" and jobs == 1:
+            sweep.run(budget, progress=bar, listen=listen)
+        else:
+            a.info(f"executor: {executor}" + (f", {jobs} processes" if executor == "local" else
+                                              f", cluster {address or 'from $RAY_ADDRESS or started here'}"))
+            run_sweep(sweep, executor, jobs, address, listen=listen)
     finally:
         bar.close()
     lock = sweep.write_lock()
