@@ -12,7 +12,7 @@ ROOT = TESTS.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(TESTS))
 
-pytest_plugins = ["server"]
+pytest_plugins = ["server", "redis_server", "ray_cluster"]
 
 
 @pytest.fixture(scope="session")

@@ -104,4 +104,4 @@ def route_warnings() -> None:
 
     show._dlnflow = True  # type: ignore[attr-defined]
     warnings.showwarning = show
-    warnings.simplefilter("default", RemoteCacheWarning)
+    warnings.simplefilter("always", RemoteCacheWarning)  # the tier itself warns once per cause
