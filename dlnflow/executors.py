@@ -167,6 +167,7 @@ def adopt(state: RunState, outcome: RunOutcome) -> None:
         raise RuntimeFault(f"run {state.index + 1} ({state.point.label}) came back with another fingerprint: "
                            "the worker read a different spec or data; give every node the same checkout")
     state.summary = summary
+    state.worker = f"{outcome.host}:{outcome.pid}"
 
 
 def run_in_processes(work: Iterable[RunJob], jobs: int, done: Callable[[RunOutcome], None]) -> None:

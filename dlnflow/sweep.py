@@ -52,6 +52,8 @@ class RunState:
     fingerprint: str
     summary: dict[str, Any] | None = None
     skipped: bool = False
+    worker: str = ""
+    """``host:pid`` of the process that trained the run when it ran outside this one."""
 
     @property
     def metrics(self) -> dict[str, float] | None:

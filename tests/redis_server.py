@@ -1,6 +1,7 @@
 """Pytest plugin: a real ``redis-server`` (the Debian package) on 127.0.0.1, for the shared cache tier.
 
-``redis_factory`` starts servers on free ports (``--save ''``: nothing is written to disk), each
+``redis_factory`` starts servers on free ports (``--save ''``: no snapshots; ``persist=True`` adds an
+append-only file so that a killed server restarts with what it had), each
 with an ACL user and password so that tests can check the password never leaks; every server a
 test started is stopped by its PID at the end. :meth:`RedisServer.kill` stops one mid-test (SIGKILL)
 and :meth:`RedisServer.start` brings it back on the same port, empty.
@@ -39,6 +40,8 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    persist: bool = False
+    """Keep an append-only file (fsync on every write), so a killed server comes back with its data."""
 
     @property
     def url(self) -> str:
@@ -47,7 +50,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
         cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-               "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
+               "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+               "--dir", str(self.workdir), "--daemonize", "no",
                "--user", USER, "on", f">{PASSWORD}", "~*", "+@all", "--user", "default", "off"]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         log.close()
@@ -78,7 +82,7 @@ class RedisServer:
 
 
 @pytest.fixture()
-def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """``redis_factory()`` -> a started :class:`RedisServer`; all are stopped at the end of the test."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
@@ -88,10 +92,10 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
         pytest.skip("the redis client is not installed: pip install 'dlnflow[redis]'")
     started: list[RedisServer] = []
 
-    def make() -> RedisServer:
+    def make(persist: bool = False) -> RedisServer:
         folder = tmp_path / f"redis{len(started)}"
         folder.mkdir()
-        server = RedisServer(folder)
+        server = RedisServer(folder, persist=persist)
         started.append(server)
         return server.start()
 
@@ -101,5 +105,5 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
 
 
 @pytest.fixture()
-def redis_server(redis_factory: Callable[[], RedisServer]) -> RedisServer:
+def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
     return redis_factory()

@@ -187,7 +187,7 @@ def _run_row(s: Any) -> dict[str, Any]:
     summary = s.summary or {}
     spent = {k: 0 if s.skipped else int(summary.get(k, 0)) for k in USAGE_KEYS}
     return {"seed": s.point.seed, "settings": s.point.settings, "run_dir": str(s.run_dir),
-            "skipped": s.skipped, "metrics": summary.get("metrics"), **spent,
+            "skipped": s.skipped, "worker": s.worker or None, "metrics": summary.get("metrics"), **spent,
             "predicted": None if s.skipped else summary.get("predicted")}
 
 
