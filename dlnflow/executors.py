@@ -108,13 +108,18 @@ def check_executor(executor: str, jobs: int, address: str | None, budget_given: 
                          "the other; drop it, or use train.budget in the spec (it limits each run)")
 
 
-def run_sweep(sweep: Sweep, executor: str = "local", jobs: int = 1, address: str | None = None,
+def run_sweep(sweep: Sweep, executor: str | None = None, jobs: int | None = None, address: str | None = None,
               listen: Listener | None = None, predict: bool = True) -> list[RunState]:
     """Train every unfinished run of ``sweep`` on ``executor`` (``jobs`` > 1 or Ray: in parallel).
 
-    ``listen`` hears ``skip``, ``start`` and ``done`` events as :meth:`Sweep.run` sends them.
-    With ``executor="local"`` and ``jobs=1`` this is :meth:`Sweep.run`.
+    Unset arguments come from the spec's ``experiments`` section (``executor``, ``jobs``,
+    ``address``). ``listen`` hears ``skip``, ``start`` and ``done`` events as :meth:`Sweep.run`
+    sends them. With ``executor="local"`` and ``jobs=1`` this is :meth:`Sweep.run`.
     """
+    settings = sweep.base.experiments
+    executor = executor or settings.executor
+    jobs = jobs or settings.jobs
+    address = address or (settings.address if executor == "ray" else None)
     check_executor(executor, jobs, address, budget_given=False)
     if executor == "local" and jobs == 1:
         return sweep.run(listen=listen, predict=predict)

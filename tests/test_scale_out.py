@@ -1,8 +1,8 @@
 """Two "machines" sharing one cache tier, on the real embedded model (marker ``real``).
 
 A machine is a ``dlnflow`` process with a local cache folder and a run folder of its own; both
-use one shared remote. The first trains the quickstart (a copy in ``tmp_path``) and pays for every
-call; the second trains the same spec with zero backend calls and writes the same lock bytes.
+use one shared remote. The first trains the quickstart (a copy in ``tmp_path``, one iteration) and
+pays for every call; the second trains the same spec with zero backend calls and writes the same lock bytes.
 For Redis, the server is killed while the first machine trains: the run finishes on its local
 tier with one warning, and after a restart ``cache push`` uploads exactly what the remote missed.
 """
@@ -23,7 +23,10 @@ import pytest
 from redis_server import PASSWORD, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT = 600.0
+RUN_TIMEOUT = 900.0
+ITERATIONS = ["--iterations", "1"]
+"""One training iteration of the quickstart: every kind of call (evaluation, rewrites, scoring, validation)
+is made, at a third of the full run's cost on a shared 2-core machine."""
 
 pytestmark = pytest.mark.real
 
@@ -43,7 +46,7 @@ def machine_env(tmp_path: Path, name: str) -> dict[str, str]:
 
 def train_cmd(tmp_path: Path, name: str, spec: Path, remote: str) -> list[str]:
     return [sys.executable, "-m", "dlnflow", "--json", "--cache-dir", str(tmp_path / name / "cache"),
-            "--cache-remote", remote, "train", str(spec)]
+            "--cache-remote", remote, "train", str(spec), *ITERATIONS]
 
 
 def train(tmp_path: Path, name: str, spec: Path, remote: str) -> tuple[dict[str, Any], str]:

@@ -30,17 +30,19 @@ USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens
               help="Stop before more than N real tokens could be spent (for the whole command).")
 @click.option("--dry-run", is_flag=True,
               help="Predict the calls and tokens training needs (cached vs new) without calling a model.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where a sweep's runs go: this machine, or one Ray task per run on a Ray cluster.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="With --executor local: how many runs train at once, each in its own process.")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Where a sweep's runs go: this machine, or one Ray task per run on a Ray cluster "
+                   "[default: experiments.executor, else local].")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="With --executor local: how many runs train at once, each in its own process "
+                   "[default: experiments.jobs, else 1].")
 @click.option("--address", metavar="ADDR",
-              help="With --executor ray: the cluster (e.g. 10.0.0.5:6379) [default: $RAY_ADDRESS, else a "
-                   "Ray instance started for this command].")
+              help="With --executor ray: the cluster (e.g. 10.0.0.5:6379) [default: experiments.address, "
+                   "else $RAY_ADDRESS, else a Ray instance started for this command].")
 @click.pass_context
 def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, sets: tuple[str, ...],
           iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool,
-          executor: str, jobs: int, address: str | None) -> None:
+          executor: str | None, jobs: int | None, address: str | None) -> None:
     """Train the prompts of SPEC and write SPEC's lock file beside it.
 
     Runs the method in the spec's `train` section (dln1, vi, ape, fewshot or none),
@@ -92,10 +94,15 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     matrix, is_sweep = matrix_for(base, chosen, settings)
     from dlnflow.executors import check_executor
 
-    check_executor(executor, jobs, address, budget_given=max_calls is not None or max_tokens is not None)
-    if (executor == "ray" or jobs > 1) and not is_sweep and not dry_run:
+    if (executor == "ray" or (jobs or 1) > 1) and not is_sweep and not dry_run:
         raise click.UsageError("--executor ray and --jobs spread the runs of a sweep; give --seeds or --set "
                                "with several values (or an experiments section)")
+    given_address = address
+    executor = executor or base.experiments.executor
+    jobs = jobs or base.experiments.jobs
+    address = address or base.experiments.address
+    check_executor(executor, jobs, given_address if executor != "ray" else address,
+                   budget_given=is_sweep and (max_calls is not None or max_tokens is not None))
     budget = BudgetSettings(max_calls if max_calls is not None else base.train.budget.max_calls,
                             max_tokens if max_tokens is not None else base.train.budget.max_tokens)
     from dlnflow.sweep import Sweep
