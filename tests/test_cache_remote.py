@@ -195,3 +195,17 @@ def test_stats_and_push_on_redis_never_show_the_password(redis_server: RedisServ
     assert all(PASSWORD not in text for text in outputs)
     assert json.loads(outputs[-1])["remote"]["entries"] == 6
 
+
+
+def test_push_to_a_remote_that_is_down_exits_1_without_the_password(tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    c = Client({"m": StandIn()}, CallCache(tmp_path / "mine"))
+    c.run("m", REQUESTS[:2])
+    assert c.cache is not None
+    c.cache.close()
+    url = f"redis://team:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    for head in ((), ("--json",)):
+        res = invoke(*head, "--cache-dir", str(tmp_path / "mine"), "cache", "push", url)
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert "could not write to the shared cache redis://team:***@127.0.0.1" in res.output
+        assert PASSWORD not in res.output

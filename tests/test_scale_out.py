@@ -135,3 +135,30 @@ def test_redis_killed_mid_run_then_push_then_a_second_machine(
     assert second["backend_calls"] == 0 and "warning" not in err2
     assert spec.with_name("quickstart.lock.yaml").read_bytes() == lock
     no_password_anywhere(tmp_path, out, err, err2, json.dumps(second), json.dumps(pushed))
+
+
+def test_two_local_jobs_give_what_the_sequential_sweep_gives(tmp_path: Path) -> None:
+    """``--jobs 2``: two runs at once in two worker processes (no Ray); the sequential sweep, in
+    another project sharing the remote, replays them with zero calls into the same lock and points."""
+    remote = f"file://{tmp_path / 'team-cache'}"
+    sweep = ["--seeds", "1,2", "--set", "train.iterations=0"]
+    specs = {}
+    for name in ("jobs", "sequential"):
+        folder = tmp_path / name / "pipelines"
+        folder.mkdir(parents=True)
+        specs[name] = Path(shutil.copy(ROOT / "pipelines" / "quickstart.yaml", folder / "quickstart.yaml"))
+    outs = {}
+    for name, extra in (("jobs", ["--jobs", "2"]), ("sequential", [])):
+        cmd = [sys.executable, "-m", "dlnflow", "--json", "--cache-dir", str(tmp_path / name / "cache"),
+               "--cache-remote", remote, "train", str(specs[name]), *sweep, *extra]
+        proc = subprocess.run(cmd, env=machine_env(tmp_path, name), capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[name] = json.loads(proc.stdout)
+    jobs, seq = outs["jobs"], outs["sequential"]
+    assert jobs["backend_calls"] > 0 and seq["backend_calls"] == 0
+    assert len({r["worker"] for r in jobs["runs"]}) == 2  # two processes, one run each
+    assert [r["metrics"] for r in jobs["runs"]] == [r["metrics"] for r in seq["runs"]]
+    assert jobs["points"] == seq["points"]
+    assert specs["jobs"].with_name("quickstart.lock.yaml").read_bytes() == \
+        specs["sequential"].with_name("quickstart.lock.yaml").read_bytes()
