@@ -55,6 +55,7 @@ def env() -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith(("DLNFLOW_", "RAY_ADDRESS"))}
     out["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     out["RAY_USAGE_STATS_ENABLED"] = "0"
+    out["RAY_worker_niceness"] = "0"  # Ray's default (15) would put its workers behind everything else
     return out
 
 

@@ -10,7 +10,9 @@ a head bound to loopback. So the head listens on ``127.0.0.2`` (also the loopbac
 not rewritten), the worker node joins through it and gets ``127.0.0.1`` as its address. No
 traffic leaves the machine.
 
-The workers import dlnflow from this checkout (``PYTHONPATH``), not from an installed copy.
+The workers import dlnflow from this checkout (``PYTHONPATH``), not from an installed copy, and run
+at the test's own priority (Ray lowers its workers' priority to niceness 15 by default, which
+starves them on a busy machine).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         pytest.skip("ray is not installed: pip install 'dlnflow[ray]'")
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(":"),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
     cluster = RayCluster(f"{HEAD_IP}:{port}", temp_dir, env)
