@@ -27,10 +27,12 @@ same checkout on every machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,6 +203,26 @@ def run_on_ray(work: Iterable[RunJob], address: str | None, done: Callable[[RunO
     """One Ray task per run; a task whose worker dies is retried by Ray. Without ``address`` (and
     ``$RAY_ADDRESS``) Ray starts an instance on this machine for the command."""
     ray = _import_ray()
+    with _stdout_to_stderr():
+        _ray_loop(ray, work, address, done)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr while Ray runs: its driver prints cluster events (a worker
+    died, a task is retried) on stdout, which belongs to the command's result (``--json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _ray_loop(ray: Any, work: Iterable[RunJob], address: str | None, done: Callable[[RunOutcome], None]) -> None:
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING", configure_logging=True)
