@@ -150,7 +150,7 @@ class DspyServer:
         if self.proc is None:
             from dspy_baseline import free_port, start_server
 
-            from dlnflow.backends.llamacpp import embedded_model_path
+            from dlnflow.backends.llamacpp.backend import embedded_model_path
 
             self.port = free_port()
             log = self.scratch / "server.log"

@@ -1,6 +1,6 @@
 """One row of the accuracy table: train one method on one task with one seed, and what it cost.
 
-Each row runs in a fresh :class:`~dlnflow.network.Network`, so its client counts only that
+Each row runs in a fresh :class:`~dlnflow.training.network.Network`, so its client counts only that
 run's work. Two views of cost are kept because the call cache is shared between rows:
 
 - ``backend_calls`` / ``prompt_tokens`` / ``completion_tokens``: what this row really sent to the
@@ -31,8 +31,8 @@ from typing import Any
 from accuracy_protocol import METHODS, Protocol, write_spec
 
 import dlnflow
-from dlnflow.data import Example
-from dlnflow.trainer import Trainer
+from dlnflow.core.example import Example
+from dlnflow.training.trainer import Trainer
 
 
 def split_digest(examples: list[Example]) -> str:

@@ -41,10 +41,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlnflow.backends.base import Request, Result  # noqa: E402
-from dlnflow.cache import CallCache  # noqa: E402
-from dlnflow.client import Client  # noqa: E402
 from machine import cpu_model  # noqa: E402
+
+from dlnflow.core.backend import Request, Result  # noqa: E402
+from dlnflow.runtime.cache import CallCache  # noqa: E402
+from dlnflow.runtime.client import Client  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INSTRUCTION = ("Read the sentence and decide whether it states a fact about the speaker's own experience "

@@ -46,10 +46,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlnflow.backends.base import Request  # noqa: E402
-from dlnflow.backends.llamacpp import LlamaCppBackend  # noqa: E402
-from dlnflow.backends.llamacpp_engine import BLOCK, Engine  # noqa: E402
 from machine import cpu_model  # noqa: E402
+
+from dlnflow.backends.llamacpp.backend import LlamaCppBackend  # noqa: E402
+from dlnflow.backends.llamacpp.engine import BLOCK, Engine  # noqa: E402
+from dlnflow.core.backend import Request  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUBJ = ROOT.parent / "shared" / "data" / "ordered_prompt" / "subj" / "train.jsonl"

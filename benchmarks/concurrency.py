@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
-
-from dlnflow.backends.base import Request
-from dlnflow.backends.openai import OpenAIBackend
 from machine import cpu_model
+
+from dlnflow.backends.openai.backend import OpenAIBackend
+from dlnflow.core.backend import Request
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -142,9 +142,9 @@ def part_sweeps(base: Path) -> dict[str, Any]:
 # -- part 2 ------------------------------------------------------------------------------------------
 def part_hits(base: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from dlnflow.backends.base import Request
-    from dlnflow.cache import CallCache, call_key
-    from dlnflow.cache_remote import open_tier
+    from dlnflow.core.backend import Request
+    from dlnflow.runtime.cache import CallCache, call_key
+    from dlnflow.runtime.remote import open_tier
 
     ident = {"backend": "bench", "model": "m"}
     keys = [call_key(ident, Request("classify", f"input {i}", targets=(" blue", " red"))) for i in range(LOOKUPS)]

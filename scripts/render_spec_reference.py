@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dlnflow.docs import REFERENCE_PATH, REGENERATE, render_packaged_schema
+from dlnflow.spec.reference import REFERENCE_PATH, REGENERATE, render_packaged_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 

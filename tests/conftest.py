@@ -26,7 +26,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     """The embedded default model file (assembled once from its PyPI package)."""
-    from dlnflow.backends.llamacpp import embedded_model_path
+    from dlnflow.backends.llamacpp.backend import embedded_model_path
 
     return embedded_model_path()
 
@@ -34,7 +34,7 @@ def gguf_path() -> Path:
 @pytest.fixture(scope="session")
 def llama(gguf_path: Path):  # type: ignore[no-untyped-def]
     """One real embedded backend shared by the whole session (loading costs a second or two)."""
-    from dlnflow.backends.llamacpp import LlamaCppBackend
+    from dlnflow.backends.llamacpp.backend import LlamaCppBackend
 
     backend = LlamaCppBackend.from_settings({"backend": "llamacpp"}, None)
     yield backend

@@ -23,11 +23,11 @@ class SlowStandIn(StandIn):
 
 
 def main() -> None:
-    import dlnflow.network
+    import dlnflow.training.network
     from dlnflow.cli import main as cli_main
 
     model = colour_rules(SlowStandIn())
-    dlnflow.network.make_backend = lambda settings, base: model  # type: ignore[assignment]
+    dlnflow.training.network.make_backend = lambda settings, base: model  # type: ignore[assignment]
     cli_main(sys.argv[1:])
 
 

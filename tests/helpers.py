@@ -73,7 +73,7 @@ def colour_rules(model: StandIn) -> StandIn:
 def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StandIn:
     """Every model a spec names becomes this one stand-in; runs and cache go under tmp_path."""
     model = colour_rules(StandIn())
-    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: model)
+    monkeypatch.setattr("dlnflow.training.network.make_backend", lambda settings, base: model)
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(tmp_path / "cache"))
     return model

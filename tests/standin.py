@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from dlnflow.backends.base import Request, Result
+from dlnflow.core.backend import Request, Result
 
 
 def _h(*parts: object) -> int:

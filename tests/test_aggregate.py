@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dlnflow.aggregate import best_point, group_points, markdown_table, summarize, t_quantile
+from dlnflow.experiments.aggregate import best_point, group_points, markdown_table, summarize, t_quantile
 
 # two-sided 95% (p = 0.975) and one 90% quantile of Student's t, from published tables
 TABLE = {(0.975, 1): 12.7062, (0.975, 2): 4.3027, (0.975, 4): 2.7764, (0.975, 9): 2.2622,

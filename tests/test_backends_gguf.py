@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlnflow.backends import gguf
-from dlnflow.errors import ConfigError
+from dlnflow.backends.llamacpp import gguf
+from dlnflow.core.errors import ConfigError
 
 
 def test_model_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

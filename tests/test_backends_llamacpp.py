@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlnflow.backends.base import Request
-from dlnflow.backends.llamacpp import LlamaCppBackend, sampler_seed
-from dlnflow.errors import ConfigError, ContextOverflow
+from dlnflow.backends.llamacpp.backend import LlamaCppBackend, sampler_seed
+from dlnflow.core.backend import Request
+from dlnflow.core.errors import ConfigError, ContextOverflow
 
 real = pytest.mark.real
 

@@ -10,11 +10,11 @@ import pytest
 from server import SERVER_MODEL, FakeOpenAI, Reply, default_completion, free_port
 
 from dlnflow.backends import make_backend
-from dlnflow.backends.base import Backend, Request
-from dlnflow.backends.openai import OpenAIBackend, derive_seed
-from dlnflow.cache import CallCache, call_key
-from dlnflow.client import Client
-from dlnflow.errors import BackendError, ConfigError, ContextOverflow
+from dlnflow.backends.openai.backend import OpenAIBackend, derive_seed
+from dlnflow.core.backend import Backend, Request
+from dlnflow.core.errors import BackendError, ConfigError, ContextOverflow
+from dlnflow.runtime.cache import CallCache, call_key
+from dlnflow.runtime.client import Client
 
 SECRET = "sk-test-0123456789abcdefSECRET"
 

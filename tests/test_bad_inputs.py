@@ -27,9 +27,9 @@ from helpers import colour_rules
 from server import FakeOpenAI, Reply, default_completion
 from standin import StandIn
 
-from dlnflow.cache import CallCache
 from dlnflow.cli import cli
-from dlnflow.datafile import MAX_LINE_BYTES
+from dlnflow.data.readers import MAX_LINE_BYTES
+from dlnflow.runtime.cache import CallCache
 
 HERE = Path(__file__).parent / "bad_inputs"
 
@@ -354,8 +354,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def use_standin(monkeypatch: pytest.MonkeyPatch) -> None:
     model = colour_rules(StandIn())
-    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: model)
-    monkeypatch.setattr("dlnflow.dryrun.light_backend", lambda settings, base: model)
+    monkeypatch.setattr("dlnflow.training.network.make_backend", lambda settings, base: model)
+    monkeypatch.setattr("dlnflow.planning.sweep.light_backend", lambda settings, base: model)
 
 
 def check(case: Case, code: int, output: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from helpers import standin  # noqa: F401
 from standin import StandIn
 
-from dlnflow.compiler import compile_spec
+from dlnflow.spec.compiler import compile_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

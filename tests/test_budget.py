@@ -10,12 +10,12 @@ from click.testing import CliRunner, Result
 from helpers import standin, write_spec  # noqa: F401
 from standin import StandIn
 
-from dlnflow.backends.base import Request
-from dlnflow.cache import CallCache
 from dlnflow.cli import cli
-from dlnflow.client import Budget, Client
-from dlnflow.errors import BudgetExceeded
-from dlnflow.runs import read_log
+from dlnflow.core.backend import Request
+from dlnflow.core.errors import BudgetExceeded
+from dlnflow.runtime.cache import CallCache
+from dlnflow.runtime.client import Budget, Client
+from dlnflow.training.runs import read_log
 
 
 def train(*args: str) -> Result:

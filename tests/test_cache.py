@@ -15,8 +15,8 @@ from typing import Any
 import diskcache
 import pytest
 
-from dlnflow.backends.base import Request
-from dlnflow.cache import (
+from dlnflow.core.backend import Request
+from dlnflow.runtime.cache import (
     DB_NAME,
     FORMAT_VERSION,
     CallCache,
@@ -304,7 +304,7 @@ def test_a_placeholder_file_in_the_folder_is_not_a_problem(tmp_path: Path) -> No
 
 
 def test_run_directories_are_owner_only_too(tmp_path: Path) -> None:
-    from dlnflow.runs import RunLog
+    from dlnflow.training.runs import RunLog
 
     old = os.umask(0o022)
     try:

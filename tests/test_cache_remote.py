@@ -18,11 +18,11 @@ from redis_server import PASSWORD, RedisServer
 from server import free_port
 from standin import StandIn
 
-from dlnflow.backends.base import Request
-from dlnflow.cache import CallCache
-from dlnflow.cache_remote import RemoteCacheWarning, decode_object, open_store, open_tier, redact
+from dlnflow.core.backend import Request
+from dlnflow.runtime.cache import CallCache
+from dlnflow.runtime.remote import RemoteCacheWarning, decode_object, open_store, open_tier, redact
 from dlnflow.cli import cli
-from dlnflow.client import Client
+from dlnflow.runtime.client import Client
 
 REQUESTS = [Request("generate", f"question {i}") for i in range(6)]
 

@@ -9,9 +9,9 @@ import diskcache
 import pytest
 from click.testing import CliRunner, Result
 
-from dlnflow.backends.base import Request
-from dlnflow.cache import DB_NAME, CallCache, call_key
 from dlnflow.cli import cli
+from dlnflow.core.backend import Request
+from dlnflow.runtime.cache import DB_NAME, CallCache, call_key
 
 IDENT = {"backend": "standin", "model": "m"}
 

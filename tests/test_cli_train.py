@@ -20,7 +20,7 @@ RUN_KEYS = {"backend_calls", "cache_hits", "prompt_tokens", "completion_tokens",
 @pytest.fixture()
 def model(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:  # noqa: F811
     """The stand-in for training and for dry runs."""
-    monkeypatch.setattr("dlnflow.dryrun.light_backend", lambda settings, base: standin)
+    monkeypatch.setattr("dlnflow.planning.sweep.light_backend", lambda settings, base: standin)
     return standin
 
 

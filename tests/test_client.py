@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from standin import StandIn
 
-from dlnflow.backends.base import Request, Result
-from dlnflow.cache import CallCache, call_key
-from dlnflow.client import Budget, Client, Usage
-from dlnflow.errors import BackendError, BudgetExceeded, ConfigError
+from dlnflow.core.backend import Request, Result
+from dlnflow.core.errors import BackendError, BudgetExceeded, ConfigError
+from dlnflow.runtime.cache import CallCache, call_key
+from dlnflow.runtime.client import Budget, Client, Usage
 
 GEN = Request("generate", "Name a colour:", max_tokens=4)
 
@@ -270,7 +270,7 @@ def test_api_key_never_reaches_the_cache_folder(tmp_path: Path, monkeypatch: pyt
 
 
 def test_openai_identity_holds_no_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    openai_backend = pytest.importorskip("dlnflow.backends.openai")
+    openai_backend = pytest.importorskip("dlnflow.backends.openai.backend")
     secret = "sk-dlnflow-test-0d9e8f7a6b5c4d3e2f1a"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     backend = openai_backend.OpenAIBackend.from_settings(

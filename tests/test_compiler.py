@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from dlnflow.compiler import compile_spec, setting_schemas
-from dlnflow.errors import SpecError
-from dlnflow.graph import Decoding
-from dlnflow.settings import SplitSettings, TrainSettings
+from dlnflow.core.errors import SpecError
+from dlnflow.graph.layers import Decoding
+from dlnflow.spec.compiler import compile_spec, setting_schemas
+from dlnflow.spec.settings import SplitSettings, TrainSettings
 
 ROOT = Path(__file__).parent.parent
 
@@ -181,7 +181,7 @@ def test_shipped_pipelines_compile(shared_data: Path) -> None:
 
 @pytest.mark.real
 def test_compiled_spec_runs_on_the_embedded_model(tmp_path: Path, llama: Any) -> None:
-    from dlnflow.client import Client
+    from dlnflow.runtime.client import Client
 
     spec = {
         "version": 1, "name": "real", "data": {"format": "task", "task": {"name": "label_mapping"}},

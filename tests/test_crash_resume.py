@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import write_spec
 
-from dlnflow.cache import CallCache
+from dlnflow.runtime.cache import CallCache
 
 DRIVER = Path(__file__).parent / "drive_standin.py"
 TRIALS = int(os.environ.get("DLNFLOW_KILL_TRIALS", "10"))

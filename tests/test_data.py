@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dlnflow.data import Dataset, Example, balanced_order, load_dataset, split_pool
-from dlnflow.datafile import MAX_LINE_BYTES
-from dlnflow.errors import DataError, InputError
-from dlnflow.settings import DataSettings, SplitSettings
+from dlnflow.core.errors import DataError, InputError
+from dlnflow.core.example import Example
+from dlnflow.data.dataset import Dataset, balanced_order, load_dataset, split_pool
+from dlnflow.data.readers import MAX_LINE_BYTES
+from dlnflow.spec.settings import DataSettings, SplitSettings
 
 BAD = Path(__file__).parent / "bad_inputs" / "data"
 ALL = SplitSettings(train=None, dev=0, test=0, seed=0)

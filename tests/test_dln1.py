@@ -8,14 +8,15 @@ import tempfile
 import pytest
 from standin import StandIn
 
-from dlnflow.cache import CallCache
-from dlnflow.client import Client
-from dlnflow.data import Example
-from dlnflow.graph import Graph, Layer
-from dlnflow.optim import DLN1, TrainContext
+from dlnflow.core.example import Example
+from dlnflow.graph.layers import Graph, Layer
+from dlnflow.graph.templates import Template
 from dlnflow.optim.common import Shown, clean_proposal, pick_shown, rng_for
-from dlnflow.settings import TrainSettings
-from dlnflow.templates import Template
+from dlnflow.optim.context import TrainContext
+from dlnflow.optim.dln1 import DLN1
+from dlnflow.runtime.cache import CallCache
+from dlnflow.runtime.client import Client
+from dlnflow.spec.settings import TrainSettings
 
 LOGITS = {"A": (0.0, 0.0), "P1": (2.0, 0.0), "P2": (-1.0, 0.0), "P3": (0.1, 0.0), "P4": (0.2, 0.0)}
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from dlnflow.cli import COMMANDS, cli
-from dlnflow.compiler import compile_spec
-from dlnflow.docs import REFERENCE_PATH, REGENERATE, anchor, render_packaged_schema, render_reference
-from dlnflow.spec import schema
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.spec.loader import schema
+from dlnflow.spec.reference import REFERENCE_PATH, REGENERATE, anchor, render_packaged_schema, render_reference
 
 ROOT = Path(__file__).parent.parent
 COOKBOOK = sorted((ROOT / "docs" / "cookbook").glob("*.md"))

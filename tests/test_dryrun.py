@@ -11,15 +11,16 @@ from helpers import ONE_LAYER, TWO_LAYERS, colour_rules, standin, write_spec  # 
 from standin import StandIn, _h
 
 import dlnflow
-from dlnflow.backends.base import Request
-from dlnflow.cache import CallCache
-from dlnflow.compiler import compile_spec
-from dlnflow.dryrun import PlanCache, PlanningBackend, RunPlan, plan_network, plan_pipeline, scenario_caches
-from dlnflow.dryrun_backends import is_rewrite
-from dlnflow.dryrun_scenarios import ALWAYS, EXPECTED, LOST_REWRITES, NEVER, Scenario
-from dlnflow.experiments import matrix_for
-from dlnflow.sweep import Sweep
-from dlnflow.templates import backward
+from dlnflow.core.backend import Request
+from dlnflow.experiments.matrix import matrix_for
+from dlnflow.experiments.sweep import Sweep
+from dlnflow.graph.templates import backward
+from dlnflow.planning.backends import is_rewrite
+from dlnflow.planning.dryrun import PlanCache, PlanningBackend, RunPlan, plan_network, plan_pipeline, scenario_caches
+from dlnflow.planning.scenarios import ALWAYS, EXPECTED, LOST_REWRITES, NEVER, Scenario
+from dlnflow.planning.sweep import plan_sweep
+from dlnflow.runtime.cache import CallCache
+from dlnflow.spec.compiler import compile_spec
 
 
 def distinct_text(r: Request) -> str:
@@ -53,7 +54,7 @@ def with_bounds(spec: Path, cache: Path) -> RunPlan:
 def test_cold_cache_prediction_is_within_ten_percent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      model: str, method: str, iterations: int) -> None:
     backend = colour_rules(StandIn()) if model == "colour" else prompt_sensitive()
-    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: backend)
+    monkeypatch.setattr("dlnflow.training.network.make_backend", lambda settings, base: backend)
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     spec = write_spec(tmp_path, method=method, iterations=iterations,
                       layers=TWO_LAYERS if method == "vi" else ONE_LAYER)
@@ -70,7 +71,7 @@ def test_a_single_decision_is_one_of_the_bounds_and_expected_halfway(tmp_path: P
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """APE decides once: it keeps the prompt (the `never` plan) or takes a new one (the `always` plan)."""
     backend = prompt_sensitive()
-    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: backend)
+    monkeypatch.setattr("dlnflow.training.network.make_backend", lambda settings, base: backend)
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     spec = write_spec(tmp_path, method="ape", iterations=1)
     plan = with_bounds(spec, tmp_path / "cache")
@@ -98,7 +99,7 @@ def copying() -> StandIn:
 def test_rewrites_that_add_no_candidate_are_predicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       method: str, layers: str) -> None:
     backend = copying()
-    monkeypatch.setattr("dlnflow.network.make_backend", lambda settings, base: backend)
+    monkeypatch.setattr("dlnflow.training.network.make_backend", lambda settings, base: backend)
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     spec = write_spec(tmp_path, method=method, iterations=3, layers=layers)
     monkeypatch.setitem(LOST_REWRITES, "standin", 0.0)
@@ -221,12 +222,12 @@ def test_plan_cache_reads_but_never_writes(tmp_path: Path) -> None:
 
 def test_price_table_turns_tokens_into_money(standin: StandIn, tmp_path: Path,  # noqa: F811
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("dlnflow.dryrun.light_backend", lambda settings, base: standin)
+    monkeypatch.setattr("dlnflow.planning.sweep.light_backend", lambda settings, base: standin)
     spec = write_spec(tmp_path)
     priced = "local: {backend: llamacpp, price: {prompt_per_1k: 0.5, completion_per_1k: 2}}"
     spec.write_text(spec.read_text().replace("local: {backend: llamacpp}", priced))
     base = compile_spec(spec)
-    plan = Sweep(base, matrix_for(base)[0], tmp_path / "cache").plan()
+    plan = plan_sweep(Sweep(base, matrix_for(base)[0], tmp_path / "cache"))
     d = plan.as_dict()
     expected = d["new"]["prompt_tokens"] / 1000 * 0.5 + d["new"]["completion_tokens"] / 1000 * 2
     assert d["cost"]["new"] == pytest.approx(expected) and expected > 0
@@ -242,8 +243,9 @@ def test_price_table_turns_tokens_into_money(standin: StandIn, tmp_path: Path,  
 @pytest.mark.real
 def test_real_dry_run_reads_only_the_vocabulary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 llama: object) -> None:
-    from dlnflow.backends import llamacpp
-    from dlnflow.dryrun import VocabOnlyLlama, light_backend
+    from dlnflow.backends.llamacpp import backend as llamacpp
+    from dlnflow.backends.llamacpp.vocab import VocabOnlyLlama
+    from dlnflow.planning.backends import light_backend
 
     light = light_backend({"backend": "llamacpp"}, tmp_path)
     assert isinstance(light, VocabOnlyLlama)
@@ -254,7 +256,7 @@ def test_real_dry_run_reads_only_the_vocabulary(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     spec = write_spec(tmp_path, iterations=1)
     base = compile_spec(spec)
-    plan = Sweep(base, matrix_for(base)[0], tmp_path / "cache").plan()
+    plan = plan_sweep(Sweep(base, matrix_for(base)[0], tmp_path / "cache"))
     assert plan.total("new_calls") > 0 and plan.total("new_prompt_tokens") > 0
     assert pool_before == llamacpp._POOL  # no model weights were loaded for the dry run
 

@@ -7,19 +7,11 @@ from pathlib import Path
 import pytest
 from helpers import TWO_LAYERS, write_spec
 
-from dlnflow.compiler import compile_spec
-from dlnflow.errors import InputError
-from dlnflow.experiments import (
-    Matrix,
-    apply_overrides,
-    finished_summary,
-    fingerprint,
-    matrix_for,
-    parse_seeds,
-    parse_set,
-    run_dir_for,
-    set_setting,
-)
+from dlnflow.core.errors import InputError
+from dlnflow.experiments.matrix import Matrix, matrix_for, parse_seeds, parse_set
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.spec.overrides import apply_overrides, set_setting
+from dlnflow.training.runs import fingerprint, finished_summary, run_dir_for
 
 EXPERIMENTS = """
 experiments:

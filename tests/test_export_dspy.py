@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from server import SERVER_MODEL, FakeOpenAI
 
-from dlnflow import lock as lockmod
-from dlnflow.compiler import compile_spec
-from dlnflow.errors import LockError, SpecError
-from dlnflow.export.to_dspy import RESERVED, export_dspy, exported_renderer, field_names, plan_export, render_files
+from dlnflow.core.errors import LockError, SpecError
 from dlnflow.export.runtime import RENDERING
 from dlnflow.export.templates import Unmappable, template_parts
-from dlnflow.network import Network
-from dlnflow.templates import Template
+from dlnflow.export.to_dspy import RESERVED, export_dspy, exported_renderer, field_names, plan_export, render_files
+from dlnflow.graph.templates import Template
+from dlnflow.lockfile import lock as lockmod
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.training.network import Network
 
 ROOT = Path(__file__).parent.parent
 PIPELINES = ROOT / "pipelines"

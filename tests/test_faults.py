@@ -2,7 +2,7 @@
 
 Unit level (a scripted fake server upstream, fast): one fault of each kind is retried to the
 right answer and counted; a fault that outlasts the retry budget ends in a clear
-:class:`~dlnflow.errors.BackendError`.
+:class:`~dlnflow.core.errors.BackendError`.
 
 End to end (the real llama.cpp server upstream): a tiny DLN-1 spec trained through the proxy at
 a moderate fault rate ends exactly like a clean run (metrics, learned prompts, every candidate,
@@ -41,10 +41,10 @@ import pytest
 from faultproxy import FAULTS, Event, FaultPlan, FaultProxy
 from server import SERVER_MODEL, FakeOpenAI, Reply, default_completion
 
-from dlnflow.backends.base import Request
-from dlnflow.backends.openai import _PROBE_TEXT, OpenAIBackend
-from dlnflow.cache import CallCache
-from dlnflow.errors import BackendError
+from dlnflow.backends.openai.backend import _PROBE_TEXT, OpenAIBackend
+from dlnflow.core.backend import Request
+from dlnflow.core.errors import BackendError
+from dlnflow.runtime.cache import CallCache
 
 HEAVY = os.environ.get("DLNFLOW_SLOW") == "1"
 TIMEOUT = 20.0  # the client's timeout on the real server: roomy on a busy 2-core machine

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dlnflow.files import write_atomic
+from dlnflow._util.files import write_atomic
 
 
 def test_new_files_are_owner_only_unless_a_mode_is_given(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from standin import StandIn
 
-from dlnflow.backends.base import Request
-from dlnflow.client import Client
-from dlnflow.errors import LockError
-from dlnflow.graph import Decoding, Graph, Layer
-from dlnflow.templates import Template
+from dlnflow.core.backend import Request
+from dlnflow.core.errors import LockError
+from dlnflow.graph.layers import Decoding, Graph, Layer
+from dlnflow.graph.templates import Template
+from dlnflow.runtime.client import Client
 
 
 def the_input(prompt: str) -> str:
@@ -45,8 +45,8 @@ def make_client() -> tuple[Client, StandIn]:
 # -- parameters and state ----------------------------------------------------------------------
 def test_parameters_are_the_trainable_prompts() -> None:
     expected = [("think.prompt", "Take notes."), ("answer.prompt", "Pick a colour.")]
-    assert list(make_graph().parameters()) == expected
-    assert list(make_graph(trainable_hidden=False).parameters()) == [("answer.prompt", "Pick a colour.")]
+    assert list(make_graph().named_parameters()) == expected
+    assert list(make_graph(trainable_hidden=False).named_parameters()) == [("answer.prompt", "Pick a colour.")]
 
 
 def test_state_has_every_prompt_and_round_trips() -> None:

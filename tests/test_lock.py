@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from dlnflow import __version__, lock
-from dlnflow.errors import LockError
-from dlnflow.graph import Graph, Layer
-from dlnflow.pipeline import Pipeline
-from dlnflow.settings import DataSettings, SplitSettings, TrainSettings
-from dlnflow.templates import Template
+from dlnflow._version import __version__
+from dlnflow.lockfile import lock
+from dlnflow.core.errors import LockError
+from dlnflow.graph.layers import Graph, Layer
+from dlnflow.graph.templates import Template
+from dlnflow.spec.pipeline import Pipeline
+from dlnflow.spec.settings import DataSettings, SplitSettings, TrainSettings
 
 IDS = {"local": {"backend": "llamacpp", "model": "gemma-3-270m", "gguf_sha256": "ab" * 32}}
 DIGEST = "cd" * 32

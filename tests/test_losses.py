@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dlnflow.losses import LOSSES, accuracy, contains, exact_match, exact_match_ci, get_loss, normalize
-from dlnflow.settings import LOSSES as SETTING_LOSSES
+from dlnflow.core.errors import ConfigError
+from dlnflow.core.registry import LOSSES
+from dlnflow.graph.losses import accuracy, contains, exact_match, exact_match_ci, get_loss, normalize
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -63,10 +64,10 @@ def test_contains(pred: str, target: str, expected: bool) -> None:
     assert contains(pred, target) is expected
 
 
-def test_registry_matches_settings() -> None:
-    assert set(LOSSES) == set(SETTING_LOSSES)
-    assert get_loss("contains") is contains
-    with pytest.raises(ValueError, match="did you mean 'exact_match'"):
+def test_every_builtin_loss_resolves_to_its_function() -> None:
+    assert {name: get_loss(name) for name in LOSSES.builtin_names()} == {
+        "exact_match": exact_match, "exact_match_ci": exact_match_ci, "contains": contains}
+    with pytest.raises(ConfigError, match="did you mean 'exact_match'"):
         get_loss("exact_mach")
 
 
@@ -82,10 +83,10 @@ def test_accuracy() -> None:
 @pytest.mark.real
 def test_losses_judge_real_generations(llama, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Free text from the embedded model, judged by all three losses."""
-    from dlnflow.cache import CallCache
-    from dlnflow.client import Client
-    from dlnflow.graph import Decoding, Graph, Layer
-    from dlnflow.templates import Template
+    from dlnflow.graph.layers import Decoding, Graph, Layer
+    from dlnflow.graph.templates import Template
+    from dlnflow.runtime.cache import CallCache
+    from dlnflow.runtime.client import Client
 
     prompt = "Answer blue or red.\n\nInput: sparrow\nAnswer: blue\nInput: apple\nAnswer: red\n" \
              "Input: tiger\nAnswer: blue\nInput: mango\nAnswer: red"

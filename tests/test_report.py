@@ -11,8 +11,8 @@ from helpers import standin, write_spec  # noqa: F401
 from standin import StandIn
 
 import dlnflow
-from dlnflow.errors import DataError, InputError, SpecError
-from dlnflow.report import (
+from dlnflow.core.errors import DataError, InputError, SpecError
+from dlnflow.report.markdown import (
     ValidationPoint,
     load_run,
     markdown_fence,

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlnflow.compiler import compile_spec
-from dlnflow.data import load_dataset
-from dlnflow.errors import InputError
-from dlnflow.scaffold import (
+from dlnflow.core.errors import InputError
+from dlnflow.data.dataset import load_dataset
+from dlnflow.scaffold.starter import (
     DEFAULT_CLASSES,
     MENTION_TEMPLATES,
     ROWS_PER_CLASS,
@@ -21,6 +20,7 @@ from dlnflow.scaffold import (
     scaffold,
     schema_reference,
 )
+from dlnflow.spec.compiler import compile_spec
 
 ROOT = Path(__file__).parent.parent
 
@@ -35,7 +35,7 @@ def test_rows_are_deterministic_balanced_and_unique() -> None:
 
 
 def test_word_list_classes_get_real_words() -> None:
-    from dlnflow.tasks.label_mapping import ANIMALS, FRUITS
+    from dlnflow.data.tasks.label_mapping import ANIMALS, FRUITS
 
     rows = make_rows(("animal", "fruit"))
     assert all(r["input"] in (ANIMALS if r["target"] == "animal" else FRUITS) for r in rows)

@@ -12,16 +12,15 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from dlnflow.graph import Decoding
-from dlnflow.settings import (
+from dlnflow.graph.layers import Decoding
+from dlnflow.core.registry import BACKENDS, LOSSES, OPTIMIZERS
+from dlnflow.spec.loader import packaged_schema, schema
+from dlnflow.spec.settings import (
     DATA_FORMATS,
-    LOSSES,
-    METHODS,
     BudgetSettings,
     SplitSettings,
     TrainSettings,
 )
-from dlnflow.spec import schema
 
 ROOT = Path(__file__).parent.parent
 PACKAGED = ROOT / "dlnflow" / "schema" / "pipeline.schema.json"
@@ -111,10 +110,11 @@ def test_split_and_generate_defaults_equal_dataclasses() -> None:
     assert values == defaults(Decoding)
 
 
-def test_enums_match_settings() -> None:
-    s = schema()
-    assert tuple(s["properties"]["loss"]["enum"]) == LOSSES
-    assert tuple(s["$defs"]["train"]["properties"]["method"]["enum"]) == METHODS
+def test_enums_match_the_registries() -> None:
+    s = packaged_schema()
+    assert tuple(s["properties"]["loss"]["enum"]) == LOSSES.builtin_names()
+    assert tuple(s["$defs"]["train"]["properties"]["method"]["enum"]) == OPTIMIZERS.builtin_names()
+    assert tuple(s["$defs"]["model"]["properties"]["backend"]["enum"]) == BACKENDS.builtin_names()
     assert tuple(s["$defs"]["data"]["properties"]["format"]["enum"]) == DATA_FORMATS
 
 

@@ -22,9 +22,9 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-import time
 from typing import Any
 
 import pytest
@@ -35,10 +35,10 @@ from server import SERVER_MODEL, FakeOpenAI, Reply
 from standin import StandIn
 
 import dlnflow
-from dlnflow.cache import CallCache
 from dlnflow.cli import cli
-from dlnflow.errors import TemplateError
-from dlnflow.templates import Template
+from dlnflow.core.errors import TemplateError
+from dlnflow.graph.templates import Template
+from dlnflow.runtime.cache import CallCache
 
 PACKAGE = Path(dlnflow.__file__).parent
 FAKE_KEY = "dlnflow-test-key-4c1d9e2b7a55f0"  # not shaped like an sk- key: only exact redaction hides it
@@ -64,7 +64,7 @@ PAYLOADS = [
 @pytest.fixture()
 def model(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:  # noqa: F811
     """The stand-in for every model, dry runs included; runs and cache under tmp_path."""
-    monkeypatch.setattr("dlnflow.dryrun.light_backend", lambda settings, base: standin)
+    monkeypatch.setattr("dlnflow.planning.sweep.light_backend", lambda settings, base: standin)
     return standin
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlnflow.compiler import compile_spec
-from dlnflow.errors import Problem, SpecError
-from dlnflow.spec import conflict_problems, load_document, load_spec, pointer, sort_problems
+from dlnflow.core.errors import Problem, SpecError
+from dlnflow.spec.compiler import compile_spec
+from dlnflow._util.pointers import pointer
+from dlnflow.spec.document import sort_problems
+from dlnflow.spec.loader import conflict_problems, load_document, load_spec
 
 BAD = Path(__file__).parent / "bad_specs"
 EXPECTED: dict[str, list] = yaml.safe_load((BAD / "expected.yaml").read_text("utf-8"))

@@ -15,13 +15,14 @@ import yaml
 from helpers import standin, write_spec  # noqa: F401
 from standin import StandIn
 
-from dlnflow.compiler import compile_spec
-from dlnflow.errors import BudgetExceeded
-from dlnflow.experiments import matrix_for
-from dlnflow.lock import drift, read_lock
-from dlnflow.network import Network
-from dlnflow.settings import BudgetSettings
-from dlnflow.sweep import Sweep
+from dlnflow.core.errors import BudgetExceeded
+from dlnflow.experiments.matrix import matrix_for
+from dlnflow.experiments.sweep import Sweep
+from dlnflow.planning.sweep import predict_run
+from dlnflow.lockfile.lock import drift, read_lock
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.spec.settings import BudgetSettings
+from dlnflow.training.network import Network
 
 DRIVER = Path(__file__).parent / "drive_standin.py"
 SWEEP_ARGS = ["--seeds", "1,2,3", "--set", "train.prompt_candidates=3,4"]
@@ -31,7 +32,7 @@ def make_sweep(spec: Path, cache: Path, seeds: tuple[int, ...] = (1, 2, 3)) -> S
     base = compile_spec(spec)
     matrix, is_sweep = matrix_for(base, seeds, [("train.prompt_candidates", [3, 4])])
     assert is_sweep
-    return Sweep(base, matrix, cache)
+    return Sweep(base, matrix, cache, predict=predict_run)
 
 
 def test_three_seeds_by_two_settings_end_to_end(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
@@ -183,9 +184,9 @@ def _think_lengths(model: StandIn) -> set[int]:
 
 def test_eval_and_run_apply_the_best_runs_inference_settings(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
     from click.testing import CliRunner
+    from helpers import TWO_LAYERS
 
     from dlnflow.cli import cli
-    from helpers import TWO_LAYERS
 
     standin.gen = lambda r: " ".join(["note"] * min(r.max_tokens, 6))  # the hidden text grows with max_tokens
     standin.cls = None  # class scores hash the whole context, hidden text included
@@ -230,20 +231,20 @@ def test_eval_and_run_apply_the_best_runs_inference_settings(standin: StandIn, t
 
 
 def test_training_only_sweeps_change_nothing_at_inference(standin: StandIn, tmp_path: Path) -> None:  # noqa: F811
-    from dlnflow.best_run import apply_best_run
+    from dlnflow.lockfile.best_run import apply_best_run
 
     spec = write_spec(tmp_path)
     make_sweep(spec, tmp_path / "cache", seeds=(1, 2)).run()
     make_sweep(spec, tmp_path / "cache", seeds=(1, 2)).write_lock()
     with Network(compile_spec(spec), cache_dir=tmp_path / "cache") as net:
         before = net.pipeline
-        best = apply_best_run(net)
-        assert best is not None and best.applied == {} and net.pipeline is before
+        best, after = apply_best_run(net.pipeline)
+        assert best is not None and best.applied == {} and after is before
         assert set(best.training_only) == {"train.prompt_candidates", "train.seed"}
         assert "only training settings" in best.note()
     (tmp_path / "tiny.lock.yaml").unlink()
     with Network(compile_spec(spec), cache_dir=tmp_path / "cache") as net:
-        assert apply_best_run(net) is None  # no lock, or a lock not written by a sweep
+        assert apply_best_run(net.pipeline) == (None, net.pipeline)  # no lock, or not a sweep's lock
 
 
 @pytest.mark.real
@@ -252,9 +253,9 @@ def test_eval_after_a_sweep_replays_the_best_run_on_the_real_model(tmp_path: Pat
     """A sweep over the hidden layer's max_tokens (no training steps, so it stays small); eval then
     answers with the best run's max_tokens: every call is the best run's own, replayed from the cache."""
     from click.testing import CliRunner
+    from helpers import TWO_LAYERS
 
     from dlnflow.cli import cli
-    from helpers import TWO_LAYERS
 
     monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(tmp_path / "cache"))

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from dlnflow.data import load_dataset
-from dlnflow.errors import DataError
-from dlnflow.settings import DataSettings, SplitSettings
-from dlnflow.tasks import TASKS, generate, get_task, label_mapping, task_classes
+from dlnflow.core.errors import DataError
+from dlnflow.data.dataset import load_dataset
+from dlnflow.data.tasks import TASKS, generate, get_task, label_mapping, task_classes
+from dlnflow.spec.settings import DataSettings, SplitSettings
 
 COLOURS = {"blue", "red", "green", "yellow", "orange", "purple", "pink", "black", "white", "brown", "lime", "plum"}
 
@@ -112,11 +112,11 @@ def test_task_labels_can_be_renamed() -> None:
 @pytest.mark.real
 def test_real_model_needs_examples_to_learn_the_mapping(llama, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """An instruction alone leaves the model near chance; examples in the prompt move it."""
-    from dlnflow.cache import CallCache
-    from dlnflow.client import Client
-    from dlnflow.graph import Graph, Layer
-    from dlnflow.losses import accuracy
-    from dlnflow.templates import Template
+    from dlnflow.graph.layers import Graph, Layer
+    from dlnflow.graph.losses import accuracy
+    from dlnflow.graph.templates import Template
+    from dlnflow.runtime.cache import CallCache
+    from dlnflow.runtime.client import Client
 
     data = load_dataset(task_settings(size=100, split=SplitSettings(6, 0, 12, 42)), ("blue", "red"))
     client = Client({"m": llama}, CallCache(tmp_path / "cache"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlnflow.errors import TemplateError
-from dlnflow.templates import (
+from dlnflow.core.errors import TemplateError
+from dlnflow.graph.templates import (
     BACKWARD_LIBRARY,
     FORWARD_LIBRARY,
     FORWARD_VARIABLES,

@@ -11,7 +11,7 @@ from helpers import TWO_LAYERS, standin, write_spec  # noqa: F401
 from standin import StandIn
 
 import dlnflow
-from dlnflow.errors import BudgetExceeded
+from dlnflow.core.errors import BudgetExceeded
 
 
 def train(spec: Path, **kw: object) -> dict:

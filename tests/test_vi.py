@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from standin import StandIn
 
-from dlnflow.cache import CallCache
-from dlnflow.client import Client
-from dlnflow.data import Example
-from dlnflow.errors import ConfigError
-from dlnflow.graph import Graph, Layer
-from dlnflow.optim import TrainContext, VariationalChain
-from dlnflow.optim.vi import check_chain, softmax_rows, trust_penalty
-from dlnflow.settings import TrainSettings
-from dlnflow.templates import Template
+from dlnflow.core.errors import ConfigError
+from dlnflow.core.example import Example
+from dlnflow.graph.layers import Graph, Layer
+from dlnflow.graph.templates import Template
+from dlnflow.optim.context import TrainContext
+from dlnflow.optim.vi import VariationalChain, check_chain, softmax_rows, trust_penalty
+from dlnflow.runtime.cache import CallCache
+from dlnflow.runtime.client import Client
+from dlnflow.spec.settings import TrainSettings
 
 # The stand-in's rules. Hidden texts are "h0" (forward) or "hK" (posterior sample K).
 # Output class log-probs depend on which hidden text the output layer sees and on its prompt.

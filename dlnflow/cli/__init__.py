@@ -2,21 +2,22 @@
 
 Each command lives in its own small module and is loaded lazily, so ``dlnflow --help``
 stays fast. Errors raised anywhere below are rendered here (and only here): a
-:class:`~dlnflow.errors.DlnflowError` becomes a message and its exit code (2 for bad
+:class:`~dlnflow.core.errors.DlnflowError` becomes a message and its exit code (2 for bad
 input, 1 for a failed job), never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import traceback
 from typing import Any
 
 import click
 
-from dlnflow import __version__
+from dlnflow._version import __version__
 from dlnflow.cli.context import AppContext
-from dlnflow.cli.render import render_error, route_warnings
-from dlnflow.errors import DlnflowError
+from dlnflow.cli.render import render_error, route_warnings, run_guarded
+from dlnflow.core.errors import DlnflowError
 
 COMMANDS: dict[str, str] = {
     "validate": "dlnflow.cli.validate:validate",
@@ -54,8 +55,6 @@ class LazyGroup(click.Group):
             obj = ctx.find_object(AppContext)
             render_error(exc, as_json=bool(obj and obj.as_json), color=bool(obj and obj.color))
             if obj is not None and obj.verbosity >= 2:
-                import traceback
-
                 traceback.print_exc()
             ctx.exit(exc.exit_code)
 
@@ -97,7 +96,5 @@ def cli(ctx: click.Context, cache_dir: str | None, cache_remote: str | None, no_
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: run the CLI and map errors to exit codes."""
-    from dlnflow.cli.render import run_guarded
-
     return run_guarded(cli, argv)
 

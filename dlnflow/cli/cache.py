@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from dlnflow.cache import DB_NAME, CallCache
 from dlnflow.cli.context import AppContext, app
-from dlnflow.errors import ConfigError, RuntimeFault
+from dlnflow.core.errors import ConfigError, RuntimeFault
+from dlnflow.runtime.cache import DB_NAME, CallCache
 
 
 @click.group("cache")
@@ -96,7 +96,7 @@ def push_cmd(ctx: click.Context, remote: str | None) -> None:
       dlnflow cache push file:///mnt/team/dlnflow-cache
       dlnflow --json cache push redis://cache.internal:6379/0
     """
-    from dlnflow.cache_remote import push
+    from dlnflow.runtime.remote import push
 
     a = app(ctx)
     store = _remote_store(a, remote)
@@ -125,7 +125,7 @@ def pull_cmd(ctx: click.Context, remote: str | None) -> None:
       dlnflow cache pull file:///mnt/team/dlnflow-cache
       dlnflow --json cache pull redis://cache.internal:6379/0
     """
-    from dlnflow.cache_remote import pull
+    from dlnflow.runtime.remote import pull
 
     a = app(ctx)
     store = _remote_store(a, remote)
@@ -210,7 +210,7 @@ def clear_cmd(ctx: click.Context, yes: bool) -> None:
 
 # -- helpers -------------------------------------------------------------------------------
 def _remote_store(a: AppContext, remote: str | None) -> Any:
-    from dlnflow.cache_remote import open_store
+    from dlnflow.runtime.remote import open_store
 
     url = remote or a.cache_remote
     if not url:
@@ -220,7 +220,7 @@ def _remote_store(a: AppContext, remote: str | None) -> Any:
 
 
 def _remote_stats(url: str) -> dict[str, Any]:
-    from dlnflow.cache_remote import open_store, remote_stats
+    from dlnflow.runtime.remote import open_store, remote_stats
 
     store = open_store(url)
     try:

@@ -6,22 +6,19 @@ from pathlib import Path
 
 import click
 
+from dlnflow.api import network
+from dlnflow.api.network import Network
 from dlnflow.cli.context import AppContext
-from dlnflow.network import Network
 
 SPEC_ARG = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 
 
 def open_network(app: AppContext, spec: Path) -> Network:
     """Compile ``spec`` (exit 2 on any problem) and bind it to the cache chosen by the global options."""
-    from dlnflow.compiler import compile_spec
-
     if not spec.exists():
         raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
-    pipeline = compile_spec(spec)
-    cache_dir = app.resolve_cache_dir(spec.parent)
-    return Network(pipeline, cache_dir=cache_dir, cache_mode=app.cache_mode,  # type: ignore[arg-type]
-                   cache_remote=app.cache_remote or "")
+    return network.open_network(spec, app.resolve_cache_dir(spec.parent), app.cache_mode,
+                                cache_remote=app.cache_remote or "")
 
 
 def use_lock(app: AppContext, net: Network, strict: bool) -> None:

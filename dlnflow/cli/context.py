@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from dlnflow.cache import CallCache, default_cache_dir
+from dlnflow.cli.render import paint, use_color
+from dlnflow.runtime.location import default_cache_dir
 
 
 @dataclass
@@ -28,13 +29,6 @@ class AppContext:
             return Path(self.cache_dir).expanduser()
         return default_cache_dir(near)
 
-    def open_cache(self, near: Path | None = None) -> CallCache | None:
-        if self.cache_mode == "off":
-            return None
-        from dlnflow.cache_remote import open_tier
-
-        return CallCache(self.resolve_cache_dir(near), remote=open_tier(self.cache_remote))
-
     @property
     def quiet(self) -> bool:
         return self.verbosity < 0
@@ -42,15 +36,11 @@ class AppContext:
     @property
     def color(self) -> bool:
         """Colour on stderr: only on a terminal, never with NO_COLOR (https://no-color.org)."""
-        from dlnflow.cli.render import use_color
-
         return use_color(sys.stderr)
 
     def warn(self, message: str) -> None:
         """A warning on stderr (kept with -q; silent with --json, whose payload carries it)."""
         if not self.as_json:
-            from dlnflow.cli.render import paint
-
             color = self.color
             click.echo(f"{paint('warning:', 'warning', color)} {message}", err=True, color=color)
 

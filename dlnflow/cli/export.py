@@ -8,6 +8,7 @@ import click
 
 from dlnflow.cli.common import SPEC_ARG
 from dlnflow.cli.context import app
+from dlnflow.export import to_dspy
 
 TARGETS = ("dspy",)
 
@@ -37,15 +38,14 @@ def export(ctx: click.Context, spec: Path, target: str, out: Path, force: bool, 
       dlnflow export pipelines/quickstart.yaml --to dspy exported/quickstart --force --json
       python exported/quickstart/program.py --api-base http://127.0.0.1:8000/v1 "sparrow"
     """
-    from dlnflow.export.to_dspy import dspy_available, export_dspy
 
     a = app(ctx)
     a.as_json = a.as_json or as_json
     if not spec.exists():
         raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
-    result = export_dspy(spec, out, force=force)
+    result = to_dspy.export_dspy(spec, out, force=force)
     plan = result.plan
-    available = dspy_available()
+    available = to_dspy.dspy_available()
     source = (f"learned prompts from {plan.lock_file}" if plan.lock_file
               else f"the prompts written in {plan.spec_file} (no lock file beside it)")
     payload = {

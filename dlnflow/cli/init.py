@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlnflow.cli.context import app
+from dlnflow.scaffold.starter import DEFAULT_CLASSES, parse_classes, scaffold
 
 
 @click.command("init")
@@ -32,7 +33,6 @@ def init(ctx: click.Context, name: str, layers: str, classes: str | None, folder
       dlnflow init sentiment --classes positive,negative
       dlnflow init deep --layers 2 --dir pipelines
     """
-    from dlnflow.scaffold import DEFAULT_CLASSES, parse_classes, scaffold
 
     a = app(ctx)
     chosen = parse_classes(classes) if classes is not None else DEFAULT_CLASSES

@@ -10,8 +10,7 @@ from typing import Any, TextIO
 
 import click
 
-from dlnflow.errors import DataError, DlnflowError, SpecError
-
+from dlnflow.core.errors import DataError, DlnflowError, SpecError
 
 ROLES: dict[str, dict[str, Any]] = {
     "error": {"fg": "red", "bold": True},
@@ -88,7 +87,7 @@ def route_warnings() -> None:
     on stderr, each once; other warnings keep Python's default display."""
     import warnings
 
-    from dlnflow.cache_remote import RemoteCacheWarning
+    from dlnflow.runtime.remote import RemoteCacheWarning
 
     original = warnings.showwarning
     if getattr(original, "_dlnflow", False):

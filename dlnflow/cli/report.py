@@ -8,6 +8,7 @@ import click
 
 from dlnflow.cli.common import pct
 from dlnflow.cli.context import app
+from dlnflow.report.markdown import load_run, resolve_run, write_report
 
 
 @click.command("report")
@@ -37,7 +38,6 @@ def report(ctx: click.Context, target: Path, out: Path | None, seed: int | None,
       dlnflow report runs/quickstart/seed42-9ce64c66 --out reports/quickstart
       dlnflow --json report pipelines/quickstart.yaml --iterations 2
     """
-    from dlnflow.report import load_run, resolve_run, write_report
 
     a = app(ctx)
     run_dir = resolve_run(target, seed, iterations)

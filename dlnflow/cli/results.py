@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
+from dlnflow.api.training import TrainOptions
+from dlnflow.api.training import results as results_of
 from dlnflow.cli.common import SPEC_ARG
 from dlnflow.cli.context import app
-from dlnflow.errors import InputError
 
 
 @click.command("results")
@@ -35,37 +35,9 @@ def results(ctx: click.Context, spec: Path, seeds: str | None, sets: tuple[str, 
       dlnflow results pipelines/quickstart.yaml
       dlnflow --json results pipelines/quickstart.yaml --seeds 13,42,25 --set train.prompt_candidates=3,5
     """
-    from dlnflow import lock as lockmod
-    from dlnflow.aggregate import best_point, markdown_table
-    from dlnflow.compiler import compile_spec
-    from dlnflow.experiments import Matrix, matrix_for, parse_seeds, parse_set, point_label
-    from dlnflow.sweep import Sweep
-
     a = app(ctx)
     if not spec.exists():
         raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
-    base = compile_spec(spec)
-    matrix, is_sweep = matrix_for(base, parse_seeds(seeds) if seeds else None, [parse_set(s) for s in sets])
-    recorded = (lockmod.read_lock(base.lock_path) or {}).get("sweep")
-    if not is_sweep and isinstance(recorded, dict) and recorded.get("seeds"):
-        matrix = Matrix(tuple(recorded["seeds"]), dict(recorded.get("grid") or {}),
-                        dict(recorded.get("fixed") or {}))
-    sweep = Sweep(base, matrix, a.resolve_cache_dir(spec.parent), a.cache_mode)
-    points = sweep.points(confidence)
-    if not any(p.seeds for p in points):
-        raise InputError(f"{spec} has no finished run for these settings yet ({len(sweep.states)} expected); "
-                         f"train first: dlnflow train {spec}" + "".join(f" --set {s}" for s in sets)
-                         + (f" --seeds {seeds}" if seeds else ""))
-    best = best_point(points)
-    runs: list[dict[str, Any]] = [
-        {"seed": s.point.seed, "settings": s.point.settings, "run_dir": str(s.run_dir),
-         "finished": s.summary is not None, "metrics": s.metrics} for s in sweep.states]
-    payload = {"spec": str(spec), "confidence": confidence, "points": [p.as_dict() for p in points],
-               "best": None if best is None else {"point": best, "settings": points[best].settings},
-               "runs": runs, "missing": sum(1 for r in runs if not r["finished"])}
-    lines = [markdown_table(points, point_label)]
-    if best is not None:
-        lines.append(f"best by mean dev: {point_label(points[best].settings)}")
-    if payload["missing"]:
-        lines.append(f"{payload['missing']} run(s) not finished: run `dlnflow train` with the same options")
-    a.emit(payload, "\n".join(lines))
+    outcome = results_of(spec, TrainOptions(seeds=seeds, sets=sets), confidence, a.resolve_cache_dir(spec.parent),
+                         a.cache_mode)
+    a.emit(outcome.payload, "\n".join([outcome.table, *outcome.notes]))

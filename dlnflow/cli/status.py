@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from dlnflow.api.network import lock_status
 from dlnflow.cli.common import SPEC_ARG, open_network
 from dlnflow.cli.context import app
-from dlnflow.errors import LockError
+from dlnflow.core.errors import LockError
 
 
 @click.command("status")
@@ -26,26 +27,22 @@ def status(ctx: click.Context, spec: Path, strict: bool) -> None:
       dlnflow status pipelines/quickstart.yaml
       dlnflow status --strict pipelines/quickstart.yaml   # for CI: fail on drift
     """
-    from dlnflow import lock as lockmod
-
     a = app(ctx)
     with open_network(a, spec) as net:
-        path = net.pipeline.lock_path
-        data = lockmod.read_lock(path)
-        if data is None:
-            payload = {"lock": str(path), "exists": False, "drift": [], "clean": False}
-            a.emit(payload, f"{path.name}: no lock file yet (run `dlnflow train {spec}`)")
-            if strict:
-                raise LockError(f"{path} does not exist")
-            return
-        drifted = lockmod.drift(net.pipeline, data, net.identities(), net.dataset.digest)
-        payload = {"lock": str(path), "exists": True, "drift": drifted, "clean": not drifted,
-                   "metrics": data.get("metrics", {})}
-        if drifted:
-            text = f"{path.name} drifted from the spec:\n" + "\n".join(f"  - {d}" for d in drifted)
-        else:
-            text = f"{path.name} matches the spec; learned prompts:\n" + "\n".join(
-                f"  {name}: {layer.get('prompt', '')!r}" for name, layer in sorted(data.get("layers", {}).items()))
-        a.emit(payload, text)
-        if drifted and strict:
-            raise LockError(f"{path.name} drifted: " + "; ".join(drifted))
+        payload = lock_status(net)
+    path = Path(payload["lock"])
+    if not payload["exists"]:
+        a.emit(payload, f"{path.name}: no lock file yet (run `dlnflow train {spec}`)")
+        if strict:
+            raise LockError(f"{path} does not exist")
+        return
+    drifted = payload["drift"]
+    if drifted:
+        text = f"{path.name} drifted from the spec:\n" + "\n".join(f"  - {d}" for d in drifted)
+    else:
+        text = f"{path.name} matches the spec; learned prompts:\n" + "\n".join(
+            f"  {name}: {layer.get('prompt', '')!r}" for name, layer in sorted(payload.pop("layers").items()))
+    payload.pop("layers", None)
+    a.emit(payload, text)
+    if drifted and strict:
+        raise LockError(f"{path.name} drifted: " + "; ".join(drifted))

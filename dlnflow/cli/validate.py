@@ -6,11 +6,10 @@ import sys
 
 import click
 
+from dlnflow.api import specs as spec_api
 from dlnflow.cli.context import app
 from dlnflow.cli.render import paint, render_error, use_color
-from dlnflow.errors import DlnflowError, Problem, SpecError
-
-LOCK_SUFFIX = ".lock.yaml"
+from dlnflow.core.errors import DlnflowError, Problem, SpecError
 
 
 @click.command()
@@ -30,20 +29,18 @@ def validate(ctx: click.Context, specs: tuple[str, ...]) -> None:
       dlnflow validate pipelines/*.yaml
       dlnflow --json validate my-pipeline.json
     """
-    from dlnflow.compiler import compile_spec
-
     state = app(ctx)
     color = use_color(sys.stdout)
     problems: list[Problem] = []
     bad = checked = 0
     for spec in specs:
-        if spec.endswith(LOCK_SUFFIX):  # so that `dlnflow validate pipelines/*.yaml` just works
+        if spec_api.is_lock_file(spec):  # so that `dlnflow validate pipelines/*.yaml` just works
             if not state.as_json:
                 click.echo(f"skip  {spec}  (a lock file of learned prompts; 'dlnflow status' checks it)")
             continue
         checked += 1
         try:
-            pipeline = compile_spec(spec)
+            pipeline = spec_api.compile(spec)
         except DlnflowError as exc:
             found = list(getattr(exc, "problems", None) or []) or [Problem(spec, 0, 0, "", str(exc))]
             bad += 1

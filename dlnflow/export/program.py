@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import re
 import textwrap
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dlnflow import __version__
+from dlnflow._version import __version__
+from dlnflow.export.plan import ExportPlan, LayerPlan
 from dlnflow.export.runtime import RENDERING, RUNTIME
-
-if TYPE_CHECKING:
-    from dlnflow.export.to_dspy import ExportPlan, LayerPlan
 
 WIDTH = 120
 DEFAULT_API_BASE = "http://127.0.0.1:8000/v1"

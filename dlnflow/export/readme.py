@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from dlnflow import __version__
+from dlnflow._version import __version__
+from dlnflow.export.plan import ExportPlan
 from dlnflow.export.program import DEFAULT_API_BASE, class_name
-
-if TYPE_CHECKING:
-    from dlnflow.export.to_dspy import ExportPlan
 
 READS = {
     "text": "its completion, stripped",
@@ -65,7 +61,7 @@ def _run_section(plan: ExportPlan) -> str:
             f"python -m llama_cpp.server --model path/to/model.gguf --model_alias {model['model']} "
             "--host 127.0.0.1 --port 8000\n"
             "```\n\n"
-            "(dlnflow's embedded model file: `python -c \"from dlnflow.backends.llamacpp import "
+            "(dlnflow's embedded model file: `python -c \"from dlnflow.backends.llamacpp.backend import "
             "embedded_model_path; print(embedded_model_path())\"`.)\n"
         )
         base = DEFAULT_API_BASE

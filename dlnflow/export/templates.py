@@ -15,7 +15,7 @@ from __future__ import annotations
 import jinja2
 from jinja2 import nodes
 
-from dlnflow.templates import FORWARD_LIBRARY, Template
+from dlnflow.graph.templates import FORWARD_LIBRARY, Template
 
 __all__ = ["Unmappable", "template_parts"]
 

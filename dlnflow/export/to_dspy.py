@@ -21,21 +21,27 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import keyword
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlnflow import __version__
-from dlnflow import lock as lockmod
-from dlnflow.backends.openai_responses import shares_prefix
-from dlnflow.backends.openai_settings import OpenAISettings
-from dlnflow.errors import InputError, LockError, SpecError
+from dlnflow._util.files import write_atomic
+from dlnflow._version import __version__
+from dlnflow.backends.openai.settings import OpenAISettings
+from dlnflow.core.backend import shares_prefix
+from dlnflow.core.errors import InputError, LockError, SpecError
+from dlnflow.export.plan import ExportPlan, ExportResult, LayerPlan
+from dlnflow.export.program import render_program
+from dlnflow.export.readme import render_readme
+from dlnflow.export.runtime import RENDERING
 from dlnflow.export.templates import Unmappable, template_parts
-from dlnflow.files import write_atomic
-from dlnflow.graph import INPUT, Layer
-from dlnflow.pipeline import Pipeline
+from dlnflow.graph.layers import INPUT, Layer
+from dlnflow.lockfile import lock as lockmod
+from dlnflow.spec.compiler import compile_spec
+from dlnflow.spec.loader import load_document
+from dlnflow.spec.pipeline import Pipeline
 
 FILES = ("program.py", "program.json", "README.md")
 EMBEDDED_MODEL_NAME = "gemma-3-270m"
@@ -54,72 +60,6 @@ _DSPY_NAMES = """
     update_config update_forward_refs validate values with_inputs with_instructions with_updated_fields
     without"""
 RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(_DSPY_NAMES.split())
-
-
-# -- the plan ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayerPlan:
-    """One layer as the program sees it.
-
-    ``read`` says how its answer is read: ``text`` (a hidden or free-text layer: the
-    completion, stripped), ``score`` (a classifier scored by its first token's alternatives)
-    or ``label`` (a classifier whose classes share their start: read from a short greedy
-    completion). ``fields`` maps each dlnflow input name to its DSPy field name.
-    """
-
-    name: str
-    index: int
-    field: str
-    fields: dict[str, str]
-    template: str
-    parts: tuple[tuple[str, ...], ...]
-    instruction: str
-    read: str
-    classes: tuple[str, ...] | None
-    model: str
-    decoding: dict[str, Any]
-    trainable: bool
-
-    def data(self) -> dict[str, Any]:
-        """The layer as the program's ``LAYERS`` entry."""
-        return {"field": self.field, "inputs": dict(self.fields), "template": [list(p) for p in self.parts],
-                "read": self.read, "classes": list(self.classes) if self.classes else None,
-                "model": self.model, "decoding": dict(self.decoding)}
-
-
-@dataclass
-class ExportPlan:
-    """Everything the exported files say."""
-
-    name: str
-    spec_file: str
-    spec_sha256: str
-    lock_file: str | None
-    lock_sha256: str | None
-    layers: list[LayerPlan]
-    models: dict[str, dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def instructions_from(self) -> str:
-        return "lock" if self.lock_file else "spec"
-
-    @property
-    def output(self) -> LayerPlan:
-        return self.layers[-1]
-
-    @property
-    def default_model(self) -> str:
-        return self.output.model
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_dspy` wrote."""
-
-    out: Path
-    files: tuple[Path, ...]
-    plan: ExportPlan
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -208,7 +148,6 @@ def _layer_plan(pipeline: Pipeline, layer: Layer, fields: dict[str, str], file: 
 
 
 def _located(pipeline: Pipeline, file: str | None, ptr: str, message: str, hint: str) -> SpecError:
-    from dlnflow.spec import load_document
 
     doc = load_document(pipeline.spec_path, file or _shown(pipeline.spec_path))
     return SpecError([doc.problem(ptr, message, hint=hint)])
@@ -250,7 +189,7 @@ def plan_export(pipeline: Pipeline, file: str | None = None) -> ExportPlan:
 
     ``file`` is how located messages name the spec (default: its path relative to the working
     folder). Raises :class:`SpecError` (located) for a template the program cannot reproduce and
-    :class:`~dlnflow.errors.LockError` for a lock that does not fit the graph.
+    :class:`~dlnflow.core.errors.LockError` for a lock that does not fit the graph.
     """
     lock_file, lock_sha, drift_lines = _load_instructions(pipeline)
     fields = field_names([layer.name for layer in pipeline.graph])
@@ -275,7 +214,6 @@ SAMPLES = (
 
 def exported_renderer(plan: ExportPlan) -> Any:
     """The ``render_prompt`` function the program ships, bound to this plan's layers."""
-    from dlnflow.export.runtime import RENDERING
 
     scope: dict[str, Any] = {"Any": Any, "Sequence": list, "LAYERS": {p.name: p.data() for p in plan.layers}}
     exec(compile(RENDERING, "<exported rendering>", "exec"), scope)  # our own fixed source, not user input
@@ -318,10 +256,7 @@ def program_json(plan: ExportPlan) -> dict[str, Any]:
 
 def render_files(plan: ExportPlan) -> dict[str, str]:
     """File name -> text of every exported file (the same plan always gives the same bytes)."""
-    import json
 
-    from dlnflow.export.program import render_program
-    from dlnflow.export.readme import render_readme
 
     return {
         "program.py": render_program(plan),
@@ -344,9 +279,8 @@ def export_dspy(spec: str | Path, out: str | Path, force: bool = False) -> Expor
     """Compile ``spec``, plan the export and write :data:`FILES` into the folder ``out``.
 
     Nothing is written when the spec, the lock or a template is refused, nor when ``out``
-    is a non-empty folder and ``force`` is false (:class:`~dlnflow.errors.InputError`, exit 2).
+    is a non-empty folder and ``force`` is false (:class:`~dlnflow.core.errors.InputError`, exit 2).
     """
-    from dlnflow.compiler import compile_spec
 
     pipeline = compile_spec(spec)
     plan = plan_export(pipeline, str(spec))

@@ -26,20 +26,29 @@ from dlnflow.optim.common import (
 from dlnflow.optim.context import TrainContext
 
 
-class ZeroShot:
+class Baseline:
+    """A method that sets its prompt once in :meth:`prepare` and never iterates."""
+
     iterative = False
 
     def __init__(self, ctx: TrainContext):
         self.ctx = ctx
 
     def prepare(self) -> dict[str, Any]:
-        return {"method": "none"}
+        raise NotImplementedError
 
     def step(self, iteration: int) -> dict[str, Any]:  # pragma: no cover - never iterates
         raise RuntimeError("baselines do not iterate")
 
 
-class FewShot(ZeroShot):
+class ZeroShot(Baseline):
+    """The initial prompts as written in the spec (``method: none``)."""
+
+    def prepare(self) -> dict[str, Any]:
+        return {"method": "none"}
+
+
+class FewShot(Baseline):
     def prepare(self) -> dict[str, Any]:
         ctx = self.ctx
         layer = ctx.graph.output
@@ -48,7 +57,7 @@ class FewShot(ZeroShot):
         return {"method": "fewshot", "examples": ctx.train.few_shot}
 
 
-class APE(ZeroShot):
+class APE(Baseline):
     def prepare(self) -> dict[str, Any]:
         ctx, t = self.ctx, self.ctx.train
         layer = ctx.graph.output

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from dlnflow.backends.base import Request
-from dlnflow.client import Client
-from dlnflow.data import Example
-from dlnflow.graph import Layer
-from dlnflow.losses import LOSSES
-from dlnflow.settings import TrainSettings
-from dlnflow.templates import REWRITE_INSTRUCTIONS, backward
+from dlnflow.core.backend import Request
+from dlnflow.core.example import Example
+from dlnflow.graph.layers import Layer
+from dlnflow.graph.losses import get_loss
+from dlnflow.graph.templates import REWRITE_INSTRUCTIONS, backward
+from dlnflow.runtime.client import Client
+from dlnflow.spec.settings import TrainSettings
 
 LOG_FLOOR = math.log(1e-12)
 
@@ -41,7 +41,7 @@ def sample_batch(pool: Sequence[Example], size: int, seed: int, iteration: int) 
 
 
 def is_correct(loss: str, prediction: str, target: str) -> bool:
-    return bool(LOSSES[loss](prediction, target))
+    return bool(get_loss(loss)(prediction, target))
 
 
 # -- scoring ------------------------------------------------------------------------------------

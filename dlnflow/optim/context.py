@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dlnflow.client import Client
-from dlnflow.data import Example
-from dlnflow.graph import Graph
+from dlnflow.core.example import Example
+from dlnflow.graph.layers import Graph
 from dlnflow.optim.common import PromptMemory
-from dlnflow.settings import TrainSettings
+from dlnflow.runtime.client import Client
+from dlnflow.spec.settings import TrainSettings
 
 
 @dataclass

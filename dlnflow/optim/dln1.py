@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dlnflow.errors import ConfigError
-from dlnflow.graph import Layer
+from dlnflow.core.errors import ConfigError
+from dlnflow.graph.layers import Layer
 from dlnflow.optim.common import (
     Proposer,
     Shown,
@@ -46,6 +46,8 @@ def output_candidates(
 
 class DLN1:
     """Trains the output layer's prompt; other layers stay as they are."""
+
+    iterative = True
 
     def __init__(self, ctx: TrainContext):
         self.ctx = ctx

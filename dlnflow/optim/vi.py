@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from dlnflow.backends.base import Request
-from dlnflow.errors import ConfigError
-from dlnflow.graph import INPUT, Graph, Layer
+from dlnflow.core.backend import Request
+from dlnflow.core.errors import ConfigError
+from dlnflow.graph.layers import INPUT, Graph, Layer
+from dlnflow.graph.templates import backward
 from dlnflow.optim.common import (
     Proposer,
     Shown,
@@ -50,7 +51,6 @@ from dlnflow.optim.common import (
 )
 from dlnflow.optim.context import TrainContext
 from dlnflow.optim.dln1 import output_candidates
-from dlnflow.templates import backward
 
 
 def check_chain(graph: Graph) -> None:
@@ -101,6 +101,8 @@ class Level:
 
 class VariationalChain:
     """DLN-2 (two layers) and deeper chains, trained jointly."""
+
+    iterative = True
 
     def __init__(self, ctx: TrainContext):
         self.ctx = ctx

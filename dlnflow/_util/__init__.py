@@ -1,0 +1,4 @@
+"""Small helpers with no knowledge of dlnflow: atomic files, suggestions, JSON pointers, paths.
+
+Imports nothing of dlnflow.
+"""

@@ -1,0 +1,2 @@
+"""The embedded backend: a GGUF model run in-process by llama.cpp.
+"""

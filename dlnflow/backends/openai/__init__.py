@@ -1,0 +1,2 @@
+"""The ``openai`` backend: the OpenAI API and any OpenAI-compatible server.
+"""

@@ -1,0 +1,28 @@
+"""Protocols the layers meet at: what a caller of models and an optimizer must offer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from dlnflow.core.backend import Request, Result
+
+
+class Caller(Protocol):
+    """Runs requests on a named model (the runtime's client is one; a dry run has another)."""
+
+    def run(self, model: str, requests: Sequence[Request]) -> list[Result]: ...
+
+
+class Optimizer(Protocol):
+    """A training method.
+
+    ``iterative`` says whether the trainer calls :meth:`step` (``False``: everything happens in
+    :meth:`prepare`, as for the baselines). Both return a JSON-serialisable record for the run log.
+    """
+
+    iterative: bool
+
+    def prepare(self) -> dict[str, Any]: ...
+
+    def step(self, iteration: int) -> dict[str, Any]: ...

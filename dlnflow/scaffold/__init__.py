@@ -1,0 +1,2 @@
+"""Starter pipelines written by ``dlnflow init``.
+"""

@@ -1,0 +1,234 @@
+"""The training loop shared by every method.
+
+1. Evaluate the initial prompts on dev and test (the 0-shot numbers, "before").
+2. ``prepare()`` the optimizer (baselines set their prompt here and stop).
+3. For each iteration: one optimizer ``step``; every ``validate_every`` iterations (and at the
+   last) evaluate on dev, remember the best-dev prompts, stop early after ``patience``
+   validations without gain.
+4. Restore the best-dev prompts, evaluate on test, write the lock file and the run summary.
+
+Every model call is cached, so a rerun with a warm cache replays the same run without calling a
+model, and a killed run continues from where it stopped. A run that hits its budget stops before
+the call that would exceed it; the partial log ends with a ``stopped`` record, and everything paid
+for so far stays in the cache for the rerun.
+
+The summary (``summary.json``) carries a ``config`` block (see :func:`dlnflow.training.runs.run_config`)
+that tells a sweep whether the run is already finished, and, when the caller planned the run
+first (:mod:`dlnflow.planning.dryrun`), the ``predicted`` calls and tokens beside the actual ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dlnflow.core.errors import BudgetExceeded
+from dlnflow.core.protocols import Optimizer
+from dlnflow.core.registry import OPTIMIZERS
+from dlnflow.data.dataset import Dataset
+from dlnflow.lockfile import lock as lockmod
+from dlnflow.optim.context import TrainContext
+from dlnflow.runtime.client import Client
+from dlnflow.spec.pipeline import Pipeline
+from dlnflow.training.evaluate import evaluate
+from dlnflow.training.runs import RunLog, run_config, run_dir_for
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Network(Protocol):
+    """What the trainer needs of a network: its pipeline, client, data and model identities."""
+
+    pipeline: Pipeline
+    client: Client
+    dataset: Dataset
+
+    def identities(self) -> dict[str, dict[str, Any]]: ...
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    lock_path: Path
+    run_dir: Path
+    usage: dict[str, Any]
+    wall_seconds: float
+    iterations_run: int
+    best_iteration: int
+    stopped_early: bool
+    prompts: dict[str, str] = field(default_factory=dict)
+    predicted: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        u = self.usage
+        out = {
+            "backend_calls": u["backend_calls"],
+            "cache_hits": u["cache_hits"],
+            "prompt_tokens": u["prompt_tokens"],
+            "completion_tokens": u["completion_tokens"],
+            "saved_prompt_tokens": u["saved_prompt_tokens"],
+            "saved_completion_tokens": u["saved_completion_tokens"],
+            "retries": u["retries"],
+            "wall_seconds": round(self.wall_seconds, 3),
+            "metrics": self.metrics,
+            "lock": str(self.lock_path),
+            "run_dir": str(self.run_dir),
+            "iterations_run": self.iterations_run,
+            "best_iteration": self.best_iteration,
+            "stopped_early": self.stopped_early,
+            "prompts": self.prompts,
+        }
+        if self.predicted is not None:
+            out["predicted"] = self.predicted
+        return out
+
+
+class _NoLog:
+    """Stands in for :class:`RunLog` when a run must leave no trace (a dry run's planning pass)."""
+
+    directory = Path(".")
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+
+class Trainer:
+    """Trains ``net``'s pipeline.
+
+    ``run_dir`` overrides the run folder (a sweep names folders from its overrides too);
+    ``record=False`` writes no run folder at all; ``prediction`` (a dry run's numbers) and
+    ``overrides`` (a sweep's settings for this run) are stored in the summary.
+    """
+
+    def __init__(self, net: Network, progress: Progress | None = None, write_lock: bool = True, *,
+                 run_dir: Path | None = None, record: bool = True, prediction: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None):
+        self.net = net
+        self.progress = progress or (lambda event: None)
+        self.write_lock = write_lock
+        self.run_dir = run_dir
+        self.record = record
+        self.prediction = prediction
+        self.overrides = overrides
+        self._iteration = 0
+
+    def _usage(self) -> dict[str, Any]:
+        return self.net.client.usage.as_dict()
+
+    def _evaluate(self, split: str) -> float:
+        net = self.net
+        examples = getattr(net.dataset, split)
+
+        def tick(done: int, total: int) -> None:
+            self.progress({"event": "eval", "split": split, "done": done, "total": total,
+                           "usage": self._usage()})
+
+        return evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick).accuracy
+
+    def fit(self) -> TrainResult:
+        net = self.net
+        p, t = net.pipeline, net.pipeline.train
+        started = time.monotonic()
+        graph = p.graph
+        client = net.client
+        if client.budget.max_tokens is not None:  # stop before crossing the token budget, not after
+            client.budget = dataclasses.replace(client.budget, predict_tokens=True)
+        ctx = TrainContext(graph, client, t, p.loss, list(net.dataset.train), p.backward_model)
+        optimizer: Optimizer = OPTIMIZERS.get(t.method)(ctx)
+        config = self._config() if self.record else {}
+        log: RunLog | _NoLog = _NoLog()
+        if self.record:
+            log = RunLog(self.run_dir or run_dir_for(p))
+        try:
+            result = self._loop(optimizer, ctx, log, started, config)
+        except BudgetExceeded as exc:
+            log.write({"iteration": self._iteration, "event": "stopped", "reason": "budget",
+                       "message": str(exc), "prompts": graph.state(), "usage": self._usage()})
+            log.abandon()
+            where = f" The partial log is {log.directory / 'log.jsonl.partial'}." if self.record else ""
+            raise BudgetExceeded(f"training stopped before exceeding its budget: {exc}.{where}") from exc
+        except BaseException:
+            log.abandon()
+            raise
+        return result
+
+    def _config(self) -> dict[str, Any]:
+        net = self.net
+        data = net.dataset
+        return run_config(net.pipeline, data.digest, data.source, net.identities(), self.overrides)
+
+    def _loop(self, optimizer: Optimizer, ctx: TrainContext, log: RunLog | _NoLog, started: float,
+              config: dict[str, Any]) -> TrainResult:
+        net, p, t, graph = self.net, self.net.pipeline, self.net.pipeline.train, self.net.pipeline.graph
+        self._iteration = 0
+        metrics: dict[str, float] = {}
+        metrics["dev_before"] = self._evaluate("dev")
+        metrics["test_before"] = self._evaluate("test")
+        log.write({"iteration": 0, "event": "before", "prompts": graph.state(),
+                   "dev": metrics["dev_before"], "usage": self._usage()})
+        prep = optimizer.prepare()
+        iterative = optimizer.iterative
+        best_dev, best_state, best_it = metrics["dev_before"], graph.state(), 0
+        if not iterative:
+            best_dev = self._evaluate("dev")
+            best_state = graph.state()
+            log.write({"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state})
+        stale, stopped, it = 0, False, 0
+        total = t.iterations if iterative else 0
+        for it in range(1, total + 1):
+            self._iteration = it
+            self.progress({"event": "iteration", "iteration": it, "total": total, "best_dev": best_dev,
+                           "usage": self._usage()})
+            record = optimizer.step(it)
+            record.update(iteration=it, event="step", prompts=graph.state())
+            if it % max(t.validate_every, 1) == 0 or it == total:
+                dev = self._evaluate("dev")
+                record["dev"] = dev
+                for name, prompt in graph.named_parameters():
+                    ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
+                if dev > best_dev + 1e-12:
+                    best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
+                else:
+                    stale += 1
+                if t.patience is not None and stale >= t.patience:
+                    stopped = True
+            record["usage"] = self._usage()
+            log.write(record)
+            if stopped:
+                break
+        graph.load_state(best_state)
+        metrics["dev"] = best_dev
+        metrics["test"] = self._evaluate("test")
+        iterations_run = it if iterative else 0
+        lock_path = p.lock_path
+        if self.write_lock:
+            lock = lockmod.build_lock(
+                p, net.identities(), net.dataset.digest, net.dataset.source, graph.state(),
+                {k: round(v, 6) for k, v in sorted(metrics.items())},
+                {"iterations_run": iterations_run, "best_iteration": best_it, "stopped_early": stopped},
+            )
+            lockmod.write_lock(lock_path, lock)
+        result = TrainResult(
+            metrics={k: round(v, 6) for k, v in metrics.items()},
+            lock_path=lock_path,
+            run_dir=log.directory,
+            usage=self._usage(),
+            wall_seconds=time.monotonic() - started,
+            iterations_run=iterations_run,
+            best_iteration=best_it,
+            stopped_early=stopped,
+            prompts=graph.state(),
+            predicted=self.prediction,
+        )
+        log.finish({**result.as_dict(), "config": config})
+        return result
