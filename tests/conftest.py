@@ -1,4 +1,6 @@
-"""Shared fixtures. The stand-in model lives in ``standin.py``; the llama.cpp server fixture in ``server.py``."""
+"""Shared fixtures. The stand-in model lives in ``standin.py``; the llama.cpp server fixture in ``server.py``;
+``helpers.py`` (spec writers, the ``standin`` and ``project`` fixtures) is a plugin, so its fixtures
+reach every test folder without imports."""
 
 from __future__ import annotations
 
@@ -7,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-pytest_plugins = ["server", "redis_server", "ray_cluster"]
+from paths import SHARED_DATA  # noqa: E402  (found through the line above)
+
+pytest_plugins = ["server", "helpers", "redis_server", "ray_cluster"]
 
 
 @pytest.fixture(scope="session")

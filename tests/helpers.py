@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import PIPELINES, ROOT, SHARED
 from standin import StandIn
 
 QUICK_SPEC = """\
@@ -81,3 +83,26 @@ def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StandIn:
 
 def read(path: Path) -> Any:
     return path.read_bytes()
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's example specs and schema in ``tmp_path/project``, so that a user's
+    lock files, cache and runs in the checkout never change a result and tests never write there.
+
+    ``pipelines/`` holds the specs (no lock files), ``schemas/`` the schema, and ``../shared``
+    points at the public data sets when they are beside the checkout, as the specs expect.
+    Cache and run folders default to this copy too.
+    """
+    root = tmp_path / "project"
+    (root / "pipelines").mkdir(parents=True)
+    for spec in PIPELINES.glob("*.yaml"):
+        if not spec.name.endswith(".lock.yaml"):
+            shutil.copy2(spec, root / "pipelines" / spec.name)
+    shutil.copytree(ROOT / "schemas", root / "schemas")
+    (root / "pyproject.toml").write_text("# marks the project root for dlnflow's default folders\n")
+    if SHARED.exists():
+        (tmp_path / "shared").symlink_to(SHARED, target_is_directory=True)
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(root / "runs"))
+    monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(root / "cache"))
+    return root

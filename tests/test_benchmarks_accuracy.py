@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import standin  # noqa: F401
+from paths import ROOT
 from standin import StandIn
 
 from dlnflow.spec.compiler import compile_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import accuracy  # noqa: E402
 import accuracy_protocol as ap  # noqa: E402
@@ -70,7 +70,7 @@ def test_fingerprint_changes_with_settings_not_seed(tiny: ap.Protocol) -> None:
     assert tiny.fingerprint("navigate", "dln1") != tiny.fingerprint("navigate", "ape")
 
 
-def test_rows_written_resumed_and_forced(standin: StandIn, tiny: ap.Protocol, shared_data: Path,  # noqa: F811
+def test_rows_written_resumed_and_forced(standin: StandIn, tiny: ap.Protocol, shared_data: Path,
                                          tmp_path: Path) -> None:
     methods = "zero-shot,few-shot,dln1,dln2"
     doc = bench(tmp_path, shared_data, "--methods", methods, "--seeds", "1,2")
@@ -121,7 +121,7 @@ def test_rows_written_resumed_and_forced(standin: StandIn, tiny: ap.Protocol, sh
     assert forced["rows"]["navigate/dln1/1"]["test"] == rows["navigate/dln1/1"]["test"]
 
 
-def test_failed_row_is_recorded_and_listed(standin: StandIn, tiny: ap.Protocol, shared_data: Path,  # noqa: F811
+def test_failed_row_is_recorded_and_listed(standin: StandIn, tiny: ap.Protocol, shared_data: Path,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*a: object, **k: object) -> dict:
         raise RuntimeError("model fell over")

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from faultproxy import FaultPlan, FaultProxy
-from helpers import standin, write_spec  # noqa: F401
+from helpers import write_spec
 from server import SERVER_MODEL, FakeOpenAI, Reply
 from standin import StandIn
 
@@ -62,7 +62,7 @@ PAYLOADS = [
 
 
 @pytest.fixture()
-def model(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:  # noqa: F811
+def model(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     """The stand-in for every model, dry runs included; runs and cache under tmp_path."""
     monkeypatch.setattr("dlnflow.planning.sweep.light_backend", lambda settings, base: standin)
     return standin

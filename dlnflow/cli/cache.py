@@ -15,6 +15,7 @@ import click
 from dlnflow.cli.context import AppContext, app
 from dlnflow.core.errors import ConfigError, RuntimeFault
 from dlnflow.runtime.cache import DB_NAME, CallCache
+from dlnflow.runtime.remote import open_store, pull, push, remote_stats
 
 
 @click.group("cache")
@@ -96,8 +97,6 @@ def push_cmd(ctx: click.Context, remote: str | None) -> None:
       dlnflow cache push file:///mnt/team/dlnflow-cache
       dlnflow --json cache push redis://cache.internal:6379/0
     """
-    from dlnflow.runtime.remote import push
-
     a = app(ctx)
     store = _remote_store(a, remote)
     folder = _folder(a)
@@ -125,8 +124,6 @@ def pull_cmd(ctx: click.Context, remote: str | None) -> None:
       dlnflow cache pull file:///mnt/team/dlnflow-cache
       dlnflow --json cache pull redis://cache.internal:6379/0
     """
-    from dlnflow.runtime.remote import pull
-
     a = app(ctx)
     store = _remote_store(a, remote)
     folder = _folder(a)
@@ -210,8 +207,6 @@ def clear_cmd(ctx: click.Context, yes: bool) -> None:
 
 # -- helpers -------------------------------------------------------------------------------
 def _remote_store(a: AppContext, remote: str | None) -> Any:
-    from dlnflow.runtime.remote import open_store
-
     url = remote or a.cache_remote
     if not url:
         raise click.UsageError("name the shared cache: dlnflow cache push REMOTE (file:///path or "
@@ -220,8 +215,6 @@ def _remote_store(a: AppContext, remote: str | None) -> Any:
 
 
 def _remote_stats(url: str) -> dict[str, Any]:
-    from dlnflow.runtime.remote import open_store, remote_stats
-
     store = open_store(url)
     try:
         return remote_stats(store)

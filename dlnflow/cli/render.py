@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 import click
 
 from dlnflow.core.errors import DataError, DlnflowError, SpecError
+from dlnflow.runtime.remote import RemoteCacheWarning
 
 ROLES: dict[str, dict[str, Any]] = {
     "error": {"fg": "red", "bold": True},
@@ -85,10 +87,6 @@ def run_guarded(cli: click.Group, argv: list[str] | None = None) -> Any:
 def route_warnings() -> None:
     """Show dlnflow's own warnings (such as a shared cache tier giving up) as ``warning: ...`` lines
     on stderr, each once; other warnings keep Python's default display."""
-    import warnings
-
-    from dlnflow.runtime.remote import RemoteCacheWarning
-
     original = warnings.showwarning
     if getattr(original, "_dlnflow", False):
         return

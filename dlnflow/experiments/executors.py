@@ -29,20 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dlnflow.core.errors import DlnflowError, InputError, RuntimeFault
 from dlnflow._util.files import write_atomic
-
-if TYPE_CHECKING:
-    from dlnflow.experiments.matrix import Matrix
-    from dlnflow.experiments.sweep import Predictor, RunState, Sweep
+from dlnflow.core.errors import DlnflowError, InputError, RuntimeFault
+from dlnflow.experiments.matrix import Matrix
+from dlnflow.experiments.sweep import Predictor, RunState, Sweep
+from dlnflow.runtime.remote import remote_from_env
+from dlnflow.spec.compiler import compile_spec
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
@@ -82,9 +85,6 @@ class RunOutcome:
 
 def train_job(job: RunJob) -> RunOutcome:
     """Train one run of a sweep (in a worker process); a run that finished earlier is not retrained."""
-    from dlnflow.spec.compiler import compile_spec
-    from dlnflow.experiments.sweep import Sweep
-
     sweep = Sweep(compile_spec(job.spec), job.matrix, Path(job.cache_dir), job.cache_mode,
                   predict=job.predictor, cache_remote=job.cache_remote)
     state = sweep.states[job.index]
@@ -141,8 +141,6 @@ def run_sweep(sweep: Sweep, executor: str | None = None, jobs: int | None = None
         return sweep.states
     remote = sweep.cache_remote
     if remote is None:
-        from dlnflow.runtime.remote import remote_from_env
-
         remote = remote_from_env()
     work = [RunJob(str(sweep.base.spec_path.absolute()), sweep.matrix, s.index, str(sweep.cache_dir.absolute()),
                    sweep.cache_mode, remote or "", predict, sweep.predict) for s in pending]
@@ -183,10 +181,6 @@ def adopt(state: RunState, outcome: RunOutcome) -> None:
 
 def run_in_processes(work: Iterable[RunJob], jobs: int, done: Callable[[RunOutcome], None]) -> None:
     """``jobs`` worker processes on this machine (spawned, so no model state is forked)."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = {pool.submit(train_job, job) for job in work}

@@ -37,13 +37,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dlnflow.core.errors import ConfigError, RuntimeFault
-
-if TYPE_CHECKING:
-    from dlnflow.runtime.cache import CallCache
 
 ENV_VAR = "DLNFLOW_CACHE_REMOTE"
 TIMEOUT_ENV_VAR = "DLNFLOW_CACHE_REMOTE_TIMEOUT"
@@ -404,6 +401,16 @@ def open_tier(url: str | None, warn: Warn | None = None) -> RemoteTier | None:
 
 
 # -- push and pull ---------------------------------------------------------------------------------
+class LocalStore(Protocol):
+    """What push and pull need of the local tier (:class:`~dlnflow.runtime.cache.CallCache`)."""
+
+    def entries(self) -> Iterable[tuple[str, dict[str, Any], str]]: ...
+
+    def __contains__(self, key: str) -> bool: ...
+
+    def put_many(self, items: Iterable[tuple[str, dict[str, Any]]], model: str = "") -> None: ...
+
+
 def _batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for item in items:
@@ -420,7 +427,7 @@ def _remote_fault(store: RemoteStore, what: str, exc: Exception) -> RemoteUnavai
                              "nothing was lost: run the same command again when it is reachable")
 
 
-def push(local: CallCache, store: RemoteStore) -> dict[str, int]:
+def push(local: LocalStore, store: RemoteStore) -> dict[str, int]:
     """Upload the local entries the remote lacks (DVC-style); counts of what was seen and sent."""
     seen = present = uploaded = 0
     try:
@@ -435,7 +442,7 @@ def push(local: CallCache, store: RemoteStore) -> dict[str, int]:
     return {"local_entries": seen, "already_on_remote": present, "uploaded": uploaded}
 
 
-def pull(local: CallCache, store: RemoteStore) -> dict[str, int]:
+def pull(local: LocalStore, store: RemoteStore) -> dict[str, int]:
     """Download the remote objects the local tier lacks; invalid objects are counted and skipped."""
     seen = present = downloaded = invalid = 0
     try:
