@@ -31,6 +31,8 @@ from dlnflow.spec.compiler import compile_spec
 from dlnflow.spec.overrides import point_label
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.spec.settings import BudgetSettings
+from dlnflow.tracking.mlflow_tracker import SweepTracking, run_tracker
+from dlnflow.tracking.settings import TrackingSettings, tracking_settings
 from dlnflow.training.trainer import Progress, Trainer
 
 USAGE_KEYS = ("backend_calls", "cache_hits", "prompt_tokens", "completion_tokens")
@@ -44,7 +46,8 @@ class TrainOptions:
     ``seed`` replaces ``train.seed`` (or, in a spec with ``experiments.seeds``, the seeds);
     ``seeds`` makes a sweep over seeds; ``sets`` are ``SETTING=V[,V...]`` texts as given to
     ``--set`` (several values make a grid); ``iterations`` replaces ``train.iterations``;
-    ``max_calls``/``max_tokens`` replace the spec's budget for the whole command.
+    ``max_calls``/``max_tokens`` replace the spec's budget for the whole command; ``track``
+    (``mlflow`` or ``none``) replaces the spec's ``tracking`` section (see :mod:`dlnflow.tracking`).
     ``executor`` (``local`` or ``ray``), ``jobs`` and ``address`` say where a sweep's runs train
     (default: the spec's ``experiments`` section; see :mod:`dlnflow.experiments.executors`).
     """
@@ -58,6 +61,7 @@ class TrainOptions:
     executor: str | None = None
     jobs: int | None = None
     address: str | None = None
+    track: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,24 +163,48 @@ def plan(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: st
 # -- training ----------------------------------------------------------------------------------------
 def train(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: str | Path | None = None,
           cache_mode: str = "use", progress: Progress | None = None, info: Info | None = None,
-          cache_remote: str | None = None) -> Outcome:
+          warn: Info | None = None, cache_remote: str | None = None) -> Outcome:
     """Train ``spec`` as ``options`` say: one run, or a sweep over seeds and settings.
 
     Writes the spec's lock file. ``progress`` hears the trainer's events, ``info`` one line per
-    step worth telling a person (which run starts, what it reached). A sweep's runs train where
-    ``options`` (or the spec's ``experiments``) say: in order here, in ``jobs`` processes, or on Ray.
+    step worth telling a person (which run starts, what it reached), ``warn`` a tracking failure
+    (also kept in the payload's ``tracking.warnings``). A sweep's runs train where ``options``
+    (or the spec's ``experiments``) say: in order here, in ``jobs`` processes, or on Ray;
+    ``cache_remote`` is the shared cache tier (default ``$DLNFLOW_CACHE_REMOTE``).
     """
     sweep, is_sweep = open_sweep(spec, options, cache_dir, cache_mode, cache_remote)
     budget = budget_for(sweep.base, options)
     where = where_runs_go(sweep.base, options, is_sweep)
     tell = info or (lambda line: None)
+    notes = TrackingNotes(tracking_settings(sweep.base, options.track), warn)
+    if notes.settings is not None:
+        tell(f"tracking to MLflow at {notes.settings.uri}, experiment {notes.settings.experiment!r}")
     if is_sweep:
-        return _train_sweep(Path(spec), sweep, budget, progress, tell, where)
-    return _train_one(Path(spec), sweep, budget, progress, tell)
+        return _train_sweep(Path(spec), sweep, budget, progress, tell, notes, where)
+    return _train_one(Path(spec), sweep, budget, progress, tell, notes)
+
+
+class TrackingNotes:
+    """The command's tracking settings and the warnings tracking gave (shown, and kept for the payload)."""
+
+    def __init__(self, settings: TrackingSettings | None, warn: Info | None):
+        self.settings = settings
+        self.warn = warn
+        self.warnings: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.warnings.append(message)
+        if self.warn is not None:
+            self.warn(message)
+
+    def payload(self, run_id: str | None) -> dict[str, Any]:
+        assert self.settings is not None
+        return {"backend": self.settings.backend, "uri": self.settings.uri, "experiment": self.settings.experiment,
+                "run_id": run_id, "warnings": self.warnings}
 
 
 def _train_one(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progress | None,
-               tell: Info) -> Outcome:
+               tell: Info, notes: TrackingNotes) -> Outcome:
     s = sweep.states[0]
     net = s.net
     with net:
@@ -189,9 +217,14 @@ def _train_one(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progr
         tell(f"predicted: {predicted.new_calls} new backend calls, {predicted.cached_calls} cached"
              + ("" if predicted.exact else " (estimate)"))
         overrides = s.point.fixed or None
+        tracker = run_tracker(notes.settings, net.pipeline, net.identities(), f"{net.pipeline.name} {s.run_dir.name}",
+                              warn=notes) if notes.settings is not None else None
         result = Trainer(net, progress=progress, run_dir=s.run_dir if overrides else None,
-                         prediction=predicted.predicted(), overrides=overrides).fit()
-        return Outcome(result.as_dict())
+                         prediction=predicted.predicted(), overrides=overrides, tracker=tracker).fit()
+        payload = result.as_dict()
+        if tracker is not None:
+            payload["tracking"] = notes.payload(tracker.run_id)
+        return Outcome(payload)
 
 
 def _run_row(s: RunState) -> dict[str, Any]:
@@ -221,18 +254,31 @@ def _announcer(sweep: Sweep, tell: Info) -> Listener:
 
 
 def _train_sweep(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progress | None,
-                 tell: Info, where: tuple[str, int, str | None] = ("local", 1, None)) -> Outcome:
+                 tell: Info, notes: TrackingNotes,
+                 where: tuple[str, int, str | None] = ("local", 1, None)) -> Outcome:
     started = time.monotonic()
     tell(f"sweep of {spec}: {len(sweep.states)} run(s) ({len(sweep.matrix.seeds)} seed(s) x "
          f"{len(sweep.matrix.points())} setting(s)), {len(sweep.pending)} to train")
     executor, jobs, address = where
-    if executor == "local" and jobs == 1:
-        sweep.run(budget, progress=progress, listen=_announcer(sweep, tell))
-    else:
-        tell(f"executor: {executor}" + (f", {jobs} processes" if executor == "local" else
-                                        f", cluster {address or 'from $RAY_ADDRESS or started here'}"))
-        run_sweep(sweep, executor, jobs, address, listen=_announcer(sweep, tell))
+    parallel = not (executor == "local" and jobs == 1)
+    if parallel and notes.settings is not None:
+        notes("tracking logs sweeps that run in this process only; the runs on --jobs / Ray are not logged")
+    parent = SweepTracking(notes.settings, sweep, warn=notes) if notes.settings is not None and not parallel else None
+    try:
+        if parallel:
+            tell(f"executor: {executor}" + (f", {jobs} processes" if executor == "local" else
+                                            f", cluster {address or 'from $RAY_ADDRESS or started here'}"))
+            run_sweep(sweep, executor, jobs, address, listen=_announcer(sweep, tell))
+        else:
+            sweep.run(budget, progress=progress, listen=_announcer(sweep, tell),
+                      track=parent.child if parent else None)
+    except BaseException as exc:
+        if parent is not None:
+            parent.failed(f"{type(exc).__name__}: {exc}")
+        raise
     lock = sweep.write_lock()
+    if parent is not None:
+        parent.finished(lock)
     rows = [_run_row(s) for s in sweep.states]
     totals = {k: sum(r[k] for r in rows) for k in USAGE_KEYS}
     predicted = {k: sum((r["predicted"] or {}).get(k, 0) for r in rows) for k in USAGE_KEYS}
@@ -244,6 +290,8 @@ def _train_sweep(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Pro
         "lock": str(lock) if lock else None, "predicted": predicted, "runs": rows,
         "points": [p.as_dict() for p in points], "best": sweep.summary().get("best"),
     }
+    if parent is not None:
+        payload["tracking"] = notes.payload(parent.parent)
     notes = []
     if best is not None:
         notes.append(f"best: {point_label(best[1].point.settings)} (seed {best[1].point.seed}), "

@@ -16,6 +16,7 @@ import click
 
 from dlnflow._version import __version__
 from dlnflow.cli.context import AppContext
+from dlnflow.cli.flags import with_global_flags
 from dlnflow.cli.render import render_error, route_warnings, run_guarded
 from dlnflow.core.errors import DlnflowError
 
@@ -46,7 +47,7 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
+        return with_global_flags(command)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

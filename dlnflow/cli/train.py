@@ -28,6 +28,10 @@ from dlnflow.cli.progress import ProgressLine
               help="Stop before more than N real tokens could be spent (for the whole command).")
 @click.option("--dry-run", is_flag=True,
               help="Predict the calls and tokens training needs (cached vs new) without calling a model.")
+@click.option("--track", type=click.Choice(["mlflow", "none"]),
+              help="Log the run (a sweep: a parent run and one child per run) to MLflow; `none` turns off the "
+                   "spec's tracking section. URI: $DLNFLOW_TRACKING_URI, else tracking.uri, else mlflow.db "
+                   "at the project root.")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Where a sweep's runs go: this machine, or one Ray task per run on a Ray cluster "
                    "[default: experiments.executor, else local].")
@@ -40,7 +44,7 @@ from dlnflow.cli.progress import ProgressLine
 @click.pass_context
 def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, sets: tuple[str, ...],
           iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool,
-          executor: str | None, jobs: int | None, address: str | None) -> None:
+          track: str | None, executor: str | None, jobs: int | None, address: str | None) -> None:
     """Train the prompts of SPEC and write SPEC's lock file beside it.
 
     Runs the method in the spec's `train` section (dln1, vi, ape, fewshot or none),
@@ -67,6 +71,7 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
       dlnflow --json train pipelines/quickstart.yaml --seed 7
       dlnflow train pipelines/quickstart.yaml --seeds 13,42,25 --set train.prompt_candidates=3,5
       dlnflow train pipelines/navigate-dln2.yaml --iterations 2 --max-calls 500
+      dlnflow train pipelines/quickstart.yaml --track mlflow
       dlnflow train pipelines/quickstart.yaml --seeds 1,2,3,4 --jobs 2
       dlnflow --cache-remote redis://10.0.0.5:6380/0 train pipelines/quickstart.yaml \\
           --seeds 1,2,3,4 --executor ray --address 10.0.0.5:6379
@@ -77,7 +82,7 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     if seed is not None and seeds:
         raise click.UsageError("--seed and --seeds exclude each other")
     options = TrainOptions(seed=seed, seeds=seeds, sets=sets, iterations=iterations, max_calls=max_calls,
-                           max_tokens=max_tokens, executor=executor, jobs=jobs, address=address)
+                           max_tokens=max_tokens, track=track, executor=executor, jobs=jobs, address=address)
     cache = (a.resolve_cache_dir(spec.parent), a.cache_mode)
     if dry_run:
         outcome = api.plan(spec, options, *cache)
@@ -90,7 +95,8 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
         a.info(line)
 
     try:
-        outcome = api.train(spec, options, *cache, progress=bar, info=info, cache_remote=a.cache_remote or "")
+        outcome = api.train(spec, options, *cache, progress=bar, info=info, warn=a.warn,
+                            cache_remote=a.cache_remote or "")
     finally:
         bar.close()
     a.emit(outcome.payload, _sweep_text(outcome) if outcome.payload.get("sweep") else _run_text(outcome.payload))

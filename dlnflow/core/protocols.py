@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from dlnflow.core.backend import Request, Result
@@ -26,3 +27,20 @@ class Optimizer(Protocol):
     def prepare(self) -> dict[str, Any]: ...
 
     def step(self, iteration: int) -> dict[str, Any]: ...
+
+
+class RunTracker(Protocol):
+    """Hears a training run as it goes (an experiment tracker such as MLflow).
+
+    The trainer hands it every log record, then the finished summary (or why the run failed);
+    a sweep hands a run it skipped, because it finished earlier, to :meth:`replay`. A tracker
+    never raises: tracking must not change or fail training.
+    """
+
+    def record(self, record: dict[str, Any]) -> None: ...
+
+    def finished(self, summary: dict[str, Any], run_dir: Path, lock: Path | None) -> None: ...
+
+    def failed(self, why: str, run_dir: Path) -> None: ...
+
+    def replay(self, run_dir: Path) -> None: ...

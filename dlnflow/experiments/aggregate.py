@@ -3,9 +3,8 @@
 A sweep trains the same settings with several seeds; papers report such results as "mean of
 3 seeds +- a 95% confidence interval". With ``n`` values of sample standard deviation ``s`` the
 interval is ``mean +- t(1 - alpha/2, n - 1) * s / sqrt(n)``, where ``t`` is the quantile of
-Student's t distribution. The quantile is computed here with numpy alone: the density is
-integrated with Simpson's rule and the quantile found by bisection (closed forms for 1 and 2
-degrees of freedom).
+Student's t distribution, taken from ``scipy.stats.t`` (SciPy is imported on first use: it
+costs a few hundred milliseconds that ``dlnflow --help`` should not pay).
 
 >>> round(t_quantile(0.975, 2), 4)
 4.3027
@@ -26,45 +25,19 @@ METRICS = ("dev", "test", "dev_before", "test_before")
 """The metrics every run reports, in the order tables show them."""
 
 
-def _t_density(x: np.ndarray, df: int) -> np.ndarray:
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    return np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df))
-
-
-def _t_cdf(x: float, df: int, steps: int = 2000) -> float:
-    """P(T <= x) for x >= 0 by Simpson's rule on [0, x] (``steps`` is even)."""
-    if x <= 0:
-        return 0.5
-    grid = np.linspace(0.0, x, steps + 1)
-    f = _t_density(grid, df)
-    area = (x / steps) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-    return 0.5 + float(area)
-
-
 def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``0.5 <= p < 1``).
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``0.5 <= p < 1``), from SciPy.
 
     >>> round(t_quantile(0.975, 1), 3), round(t_quantile(0.975, 30), 4)
     (12.706, 2.0423)
     """
+    from scipy.stats import t
+
     if df < 1:
         raise ValueError("a t quantile needs at least one degree of freedom")
     if not 0.5 <= p < 1:
         raise ValueError("p must lie in [0.5, 1)")
-    if df == 1:
-        return math.tan(math.pi * (p - 0.5))
-    if df == 2:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    low, high = 0.0, 1.0
-    while _t_cdf(high, df) < p:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        if _t_cdf(mid, df) < p:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
+    return float(t.ppf(p, df))
 
 
 @dataclass(frozen=True)

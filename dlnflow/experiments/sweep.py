@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow.core.errors import BudgetExceeded
+from dlnflow.core.protocols import RunTracker
 from dlnflow.experiments.aggregate import PointResult, best_point, group_points
 from dlnflow.experiments.matrix import Matrix, RunPoint
 from dlnflow.lockfile import lock as lockmod
@@ -32,6 +33,8 @@ Listener = Callable[[dict[str, Any]], None]
 Predictor = Callable[[Network, str], "dict[str, Any] | None"]
 """Called before each run is trained, with its network and label: the predicted calls and tokens to
 store beside the actual ones (see :func:`dlnflow.planning.sweep.predict_run`)."""
+TrackerFor = Callable[["RunState"], "RunTracker | None"]
+"""Gives a run of the sweep its tracker (or ``None``); see :mod:`dlnflow.tracking`."""
 
 
 @dataclass
@@ -84,8 +87,13 @@ class Sweep:
 
     # -- training -------------------------------------------------------------------------------
     def run(self, budget: BudgetSettings | None = None, progress: Progress | None = None,
-            listen: Listener | None = None, predict: bool = True) -> list[RunState]:
-        """Train every unfinished run in order; ``listen`` hears ``start``/``done``/``skip`` events."""
+            listen: Listener | None = None, predict: bool = True, track: TrackerFor | None = None,
+            ) -> list[RunState]:
+        """Train every unfinished run in order; ``listen`` hears ``start``/``done``/``skip`` events.
+
+        ``track(state)`` may give a tracker (:mod:`dlnflow.tracking`) per run; a skipped run's
+        tracker is fed from its run folder.
+        """
         budget = budget or BudgetSettings()
         tell = listen or (lambda event: None)
         calls = tokens = 0
@@ -95,12 +103,13 @@ class Sweep:
                 if s.summary is not None:
                     s.skipped = True
                     tell({"event": "skip", "run": s})
+                    self._replay(s, track)
                     continue
                 tell({"event": "start", "run": s})
                 s.net.override(budget=BudgetSettings(_left(budget.max_calls, calls),
                                                      _left(budget.max_tokens, tokens)))
                 try:
-                    usage = self._train(s, progress, predict)
+                    usage = self._train(s, progress, predict, track(s) if track else None)
                 except BudgetExceeded as exc:
                     raise BudgetExceeded(self._stopped(s, budget, calls, tokens, exc)) from exc
                 finally:
@@ -116,10 +125,17 @@ class Sweep:
                 anchor.close()
         return self.states
 
-    def _train(self, s: RunState, progress: Progress | None, predict: bool) -> dict[str, Any]:
+    @staticmethod
+    def _replay(s: RunState, track: TrackerFor | None) -> None:
+        tracker = track(s) if track else None
+        if tracker is not None:
+            tracker.replay(s.run_dir)
+
+    def _train(self, s: RunState, progress: Progress | None, predict: bool, tracker: RunTracker | None,
+               ) -> dict[str, Any]:
         prediction = self.predict(s.net, s.point.label) if predict and self.predict is not None else None
         trainer = Trainer(s.net, progress, write_lock=False, run_dir=s.run_dir, prediction=prediction,
-                          overrides=s.point.overrides)
+                          overrides=s.point.overrides, tracker=tracker)
         result = trainer.fit()
         s.summary = json.loads((s.run_dir / SUMMARY).read_text(encoding="utf-8"))
         return result.usage

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow.backends.llamacpp.vocab import VocabOnlyLlama
+from dlnflow._util.numeric import softmax
 from dlnflow.core.backend import OPERATIONS, Backend, Request, Result
 from dlnflow.graph.templates import BACKWARD_LIBRARY
 from dlnflow.runtime.cache import CallCache
@@ -155,10 +156,7 @@ class PlanningBackend:
             lps = [-(0.1 + 2.0 * u) for u in _units(tag, n)]
             return {"logprobs": lps, "prompt_tokens": n_prompt + n, "completion_tokens": 0}
         raw = [-3.0 * u for u in _units(tag, len(r.targets))]
-        top = max(raw)
-        weights = [math.exp(v - top) for v in raw]
-        total = sum(weights)
-        return {"probs": [w / total for w in weights], "logprobs": raw,
+        return {"probs": softmax(raw), "logprobs": raw,
                 "prompt_tokens": n_prompt + sum(self._target_tokens(t) for t in r.targets),
                 "completion_tokens": 0}
 

@@ -324,7 +324,24 @@ def render_markdown(report: RunReport, curve: str | None = CURVE_NAME) -> str:
 
 # -- the picture -----------------------------------------------------------------------------------
 def plot_learning_curve(report: RunReport, path: Path) -> Path:
-    """Draw dev accuracy (top) and each layer's training objective (bottom) per iteration to ``path``.
+    """Draw dev accuracy (top) and each layer's training objective (bottom) per iteration to ``path``."""
+    fig = learning_curve_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _mark_test(axes: Any, report: RunReport) -> None:
+    """Test accuracy before training (at iteration 0) and with the kept prompts (at the last iteration)."""
+    points = [(0, report.metrics.get("test_before")), (report.iterations_run, report.metrics.get("test"))]
+    shown = [(i, v) for i, v in points if v is not None]
+    if shown:
+        axes.plot(*zip(*shown, strict=True), linestyle="none", marker="D", color="tab:green",
+                  label="test accuracy (before, after)")
+
+
+def learning_curve_figure(report: RunReport) -> Any:
+    """The learning-curve figure (a matplotlib ``Figure``; save it as PNG or SVG).
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
     """
@@ -341,6 +358,7 @@ def plot_learning_curve(report: RunReport, path: Path) -> Path:
     if report.batch_accuracy:
         top.plot(*zip(*report.batch_accuracy, strict=True), linestyle="none", marker=".", color="tab:gray",
                  alpha=0.7, label="train batch accuracy")
+    _mark_test(top, report)
     best = _best_index(report)
     if best is not None:
         v = report.validation[best]
@@ -362,9 +380,7 @@ def plot_learning_curve(report: RunReport, path: Path) -> Path:
     bottom.set_xlabel("iteration")
     bottom.grid(alpha=0.3)
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig
 
 
 # -- both ------------------------------------------------------------------------------------------

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from dlnflow.core.errors import BudgetExceeded
-from dlnflow.core.protocols import Optimizer
+from dlnflow.core.protocols import Optimizer, RunTracker
 from dlnflow.core.registry import OPTIMIZERS
 from dlnflow.data.dataset import Dataset
 from dlnflow.lockfile import lock as lockmod
@@ -87,6 +88,33 @@ class TrainResult:
         return out
 
 
+def label_counts(predictions: list[str]) -> dict[str, int]:
+    """How often each answer was predicted (most frequent first, then by name).
+
+    >>> label_counts(["red", "blue", "red"])
+    {'red': 2, 'blue': 1}
+    """
+    counts = Counter(predictions)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def run_cost(models: dict[str, dict[str, Any]], usage: dict[str, Any]) -> float | None:
+    """Money the run's real calls cost when every model has the same ``price`` (else ``None``,
+    since the usage counters do not split tokens by model).
+
+    >>> run_cost({"m": {"price": {"prompt_per_1k": 0.5, "completion_per_1k": 1.0}}},
+    ...          {"prompt_tokens": 2000, "completion_tokens": 1000})
+    2.0
+    """
+    prices = [m.get("price") for m in models.values()]
+    if not prices or not all(isinstance(p, dict) for p in prices) or any(p != prices[0] for p in prices):
+        return None
+    price = prices[0]
+    assert isinstance(price, dict)
+    return round(usage["prompt_tokens"] / 1000 * float(price.get("prompt_per_1k", 0.0))
+                 + usage["completion_tokens"] / 1000 * float(price.get("completion_per_1k", 0.0)), 6)
+
+
 class _NoLog:
     """Stands in for :class:`RunLog` when a run must leave no trace (a dry run's planning pass)."""
 
@@ -107,12 +135,14 @@ class Trainer:
 
     ``run_dir`` overrides the run folder (a sweep names folders from its overrides too);
     ``record=False`` writes no run folder at all; ``prediction`` (a dry run's numbers) and
-    ``overrides`` (a sweep's settings for this run) are stored in the summary.
+    ``overrides`` (a sweep's settings for this run) are stored in the summary. A ``tracker``
+    (:mod:`dlnflow.tracking`) hears every log record and the finished summary; it never
+    raises, so tracking cannot change or fail a run.
     """
 
     def __init__(self, net: Network, progress: Progress | None = None, write_lock: bool = True, *,
                  run_dir: Path | None = None, record: bool = True, prediction: dict[str, Any] | None = None,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None, tracker: RunTracker | None = None):
         self.net = net
         self.progress = progress or (lambda event: None)
         self.write_lock = write_lock
@@ -120,12 +150,15 @@ class Trainer:
         self.record = record
         self.prediction = prediction
         self.overrides = overrides
+        self.tracker = tracker
         self._iteration = 0
+        self._labels: dict[str, int] = {}
 
     def _usage(self) -> dict[str, Any]:
         return self.net.client.usage.as_dict()
 
     def _evaluate(self, split: str) -> float:
+        """Accuracy on ``split``; the counts of each predicted label are kept in ``self._labels``."""
         net = self.net
         examples = getattr(net.dataset, split)
 
@@ -133,7 +166,17 @@ class Trainer:
             self.progress({"event": "eval", "split": split, "done": done, "total": total,
                            "usage": self._usage()})
 
-        return evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick).accuracy
+        result = evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick)
+        self._labels = label_counts(result.predictions)
+        return result.accuracy
+
+    def _track_failure(self, why: str, run_dir: Path) -> None:
+        if self.tracker is not None:
+            self.tracker.failed(why, run_dir)
+
+    def _track(self, record: dict[str, Any]) -> None:
+        if self.tracker is not None:
+            self.tracker.record(record)
 
     def fit(self) -> TrainResult:
         net = self.net
@@ -156,9 +199,11 @@ class Trainer:
                        "message": str(exc), "prompts": graph.state(), "usage": self._usage()})
             log.abandon()
             where = f" The partial log is {log.directory / 'log.jsonl.partial'}." if self.record else ""
+            self._track_failure(f"stopped by its budget: {exc}", log.directory)
             raise BudgetExceeded(f"training stopped before exceeding its budget: {exc}.{where}") from exc
-        except BaseException:
+        except BaseException as exc:
             log.abandon()
+            self._track_failure(f"{type(exc).__name__}: {exc}", log.directory)
             raise
         return result
 
@@ -172,17 +217,26 @@ class Trainer:
         net, p, t, graph = self.net, self.net.pipeline, self.net.pipeline.train, self.net.pipeline.graph
         self._iteration = 0
         metrics: dict[str, float] = {}
+        labels: dict[str, dict[str, int]] = {}
         metrics["dev_before"] = self._evaluate("dev")
+        labels["dev_before"] = self._labels
         metrics["test_before"] = self._evaluate("test")
-        log.write({"iteration": 0, "event": "before", "prompts": graph.state(),
-                   "dev": metrics["dev_before"], "usage": self._usage()})
+        labels["test_before"] = self._labels
+        first = {"iteration": 0, "event": "before", "prompts": graph.state(),
+                 "dev": metrics["dev_before"], "usage": self._usage()}
+        log.write(first)
+        self._track(first)
         prep = optimizer.prepare()
         iterative = optimizer.iterative
         best_dev, best_state, best_it = metrics["dev_before"], graph.state(), 0
+        labels["dev"] = labels["dev_before"]
         if not iterative:
             best_dev = self._evaluate("dev")
             best_state = graph.state()
-            log.write({"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state})
+            labels["dev"] = self._labels
+            prepared = {"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state}
+            log.write(prepared)
+            self._track(prepared)
         stale, stopped, it = 0, False, 0
         total = t.iterations if iterative else 0
         for it in range(1, total + 1):
@@ -198,17 +252,20 @@ class Trainer:
                     ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
                 if dev > best_dev + 1e-12:
                     best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
+                    labels["dev"] = self._labels
                 else:
                     stale += 1
                 if t.patience is not None and stale >= t.patience:
                     stopped = True
             record["usage"] = self._usage()
             log.write(record)
+            self._track(record)
             if stopped:
                 break
         graph.load_state(best_state)
         metrics["dev"] = best_dev
         metrics["test"] = self._evaluate("test")
+        labels["test"] = self._labels
         iterations_run = it if iterative else 0
         lock_path = p.lock_path
         if self.write_lock:
@@ -230,5 +287,11 @@ class Trainer:
             prompts=graph.state(),
             predicted=self.prediction,
         )
-        log.finish({**result.as_dict(), "config": config})
+        summary = {**result.as_dict(), "config": config, "label_counts": labels}
+        cost = run_cost(p.models, result.usage)
+        if cost is not None:
+            summary["cost"] = cost
+        log.finish(summary)
+        if self.tracker is not None:
+            self.tracker.finished(summary, log.directory, lock_path if self.write_lock else None)
         return result

@@ -15,23 +15,11 @@ True
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from dlnflow._util.numeric import softmax
 from dlnflow.core.backend import Result
 from dlnflow.core.errors import BackendError
-
-
-def softmax(values: list[float]) -> list[float]:
-    """Normalised probabilities from log-probabilities.
-
-    >>> [round(p, 3) for p in softmax([0.0, math.log(3.0)])]
-    [0.25, 0.75]
-    """
-    top = max(values)
-    exps = [math.exp(v - top) for v in values]
-    total = sum(exps)
-    return [e / total for e in exps]
 
 
 def class_result(logprobs: list[float], n_prompt: int, n_completion: int) -> Result:
