@@ -92,7 +92,7 @@ def train_job(job: RunJob) -> RunOutcome:
     usage: dict[str, Any] = {}
     if not finished:
         try:
-            usage = sweep._train(state, None, job.predict)
+            usage = sweep._train(state, None, job.predict, None)  # no tracker: workers are not logged
         finally:
             state.net.close()
     files = {name: (state.run_dir / name).read_text(encoding="utf-8")
