@@ -11,14 +11,17 @@ from dlnflow.spec.compiler import compile_spec
 from dlnflow.training.network import Network
 
 
-def open_network(spec: str | Path, cache_dir: str | Path | None = None, cache_mode: str = "use") -> Network:
-    """Compile ``spec`` and bind it to the cache in ``cache_dir`` (default: ``cache/`` at the project root).
+def open_network(spec: str | Path, cache_dir: str | Path | None = None, cache_mode: str = "use",
+                 cache_remote: str | None = None) -> Network:
+    """Compile ``spec`` and bind it to the cache in ``cache_dir`` (default: ``cache/`` at the project root)
+    and the shared tier ``cache_remote`` (default: ``$DLNFLOW_CACHE_REMOTE``; ``""`` for none).
 
     Models are loaded on first use; close the network (or use it as a context manager) when done.
     """
     path = Path(spec)
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(path.parent)
-    return Network(compile_spec(path), cache_dir=folder, cache_mode=cache_mode)  # type: ignore[arg-type]
+    return Network(compile_spec(path), cache_dir=folder, cache_mode=cache_mode,  # type: ignore[arg-type]
+                   cache_remote=cache_remote)
 
 
 def lock_status(net: Network) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from dlnflow.core.errors import InputError
 from dlnflow.experiments.aggregate import best_point, markdown_table
+from dlnflow.experiments.executors import check_executor, run_sweep
 from dlnflow.experiments.matrix import Matrix, matrix_for, parse_seeds, parse_set
 from dlnflow.experiments.sweep import Listener, RunState, Sweep
 from dlnflow.lockfile.lock import read_lock, sweep_section
@@ -47,6 +48,8 @@ class TrainOptions:
     ``--set`` (several values make a grid); ``iterations`` replaces ``train.iterations``;
     ``max_calls``/``max_tokens`` replace the spec's budget for the whole command; ``track``
     (``mlflow`` or ``none``) replaces the spec's ``tracking`` section (see :mod:`dlnflow.tracking`).
+    ``executor`` (``local`` or ``ray``), ``jobs`` and ``address`` say where a sweep's runs train
+    (default: the spec's ``experiments`` section; see :mod:`dlnflow.experiments.executors`).
     """
 
     seed: int | None = None
@@ -55,6 +58,9 @@ class TrainOptions:
     iterations: int | None = None
     max_calls: int | None = None
     max_tokens: int | None = None
+    executor: str | None = None
+    jobs: int | None = None
+    address: str | None = None
     track: str | None = None
 
 
@@ -105,13 +111,30 @@ def budget_for(base: Pipeline, options: TrainOptions) -> BudgetSettings:
 
 
 def open_sweep(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: str | Path | None = None,
-               cache_mode: str = "use") -> tuple[Sweep, bool]:
-    """Compile ``spec`` and lay out the runs ``options`` ask for (nothing is trained yet)."""
+               cache_mode: str = "use", cache_remote: str | None = None) -> tuple[Sweep, bool]:
+    """Compile ``spec`` and lay out the runs ``options`` ask for (nothing is trained yet).
+
+    ``cache_remote`` is the shared cache tier (default ``$DLNFLOW_CACHE_REMOTE``; ``""`` for none).
+    """
     path = Path(spec)
     base = compile_spec(path)
     matrix, is_sweep = describe_sweep(base, options)
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(path.parent)
-    return Sweep(base, matrix, folder, cache_mode, predict=predict_run), is_sweep
+    return Sweep(base, matrix, folder, cache_mode, predict=predict_run, cache_remote=cache_remote), is_sweep
+
+
+def where_runs_go(base: Pipeline, options: TrainOptions, is_sweep: bool) -> tuple[str, int, str | None]:
+    """``(executor, jobs, address)`` from ``options``, else the spec's ``experiments`` section; refuses
+    combinations that cannot work (exit 2)."""
+    if (options.executor == "ray" or (options.jobs or 1) > 1) and not is_sweep:
+        raise InputError("--executor ray and --jobs spread the runs of a sweep; give --seeds or --set with "
+                         "several values (or an experiments section)")
+    executor = options.executor or base.experiments.executor
+    jobs = options.jobs or base.experiments.jobs
+    address = options.address or base.experiments.address
+    budget_given = is_sweep and (options.max_calls is not None or options.max_tokens is not None)
+    check_executor(executor, jobs, options.address if executor != "ray" else address, budget_given)
+    return executor, jobs, address
 
 
 # -- dry run ----------------------------------------------------------------------------------------
@@ -140,21 +163,24 @@ def plan(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: st
 # -- training ----------------------------------------------------------------------------------------
 def train(spec: str | Path, options: TrainOptions = TrainOptions(), cache_dir: str | Path | None = None,
           cache_mode: str = "use", progress: Progress | None = None, info: Info | None = None,
-          warn: Info | None = None) -> Outcome:
+          warn: Info | None = None, cache_remote: str | None = None) -> Outcome:
     """Train ``spec`` as ``options`` say: one run, or a sweep over seeds and settings.
 
     Writes the spec's lock file. ``progress`` hears the trainer's events, ``info`` one line per
     step worth telling a person (which run starts, what it reached), ``warn`` a tracking failure
-    (also kept in the payload's ``tracking.warnings``).
+    (also kept in the payload's ``tracking.warnings``). A sweep's runs train where ``options``
+    (or the spec's ``experiments``) say: in order here, in ``jobs`` processes, or on Ray;
+    ``cache_remote`` is the shared cache tier (default ``$DLNFLOW_CACHE_REMOTE``).
     """
-    sweep, is_sweep = open_sweep(spec, options, cache_dir, cache_mode)
+    sweep, is_sweep = open_sweep(spec, options, cache_dir, cache_mode, cache_remote)
     budget = budget_for(sweep.base, options)
+    where = where_runs_go(sweep.base, options, is_sweep)
     tell = info or (lambda line: None)
     notes = TrackingNotes(tracking_settings(sweep.base, options.track), warn)
     if notes.settings is not None:
         tell(f"tracking to MLflow at {notes.settings.uri}, experiment {notes.settings.experiment!r}")
     if is_sweep:
-        return _train_sweep(Path(spec), sweep, budget, progress, tell, notes)
+        return _train_sweep(Path(spec), sweep, budget, progress, tell, notes, where)
     return _train_one(Path(spec), sweep, budget, progress, tell, notes)
 
 
@@ -205,7 +231,7 @@ def _run_row(s: RunState) -> dict[str, Any]:
     summary = s.summary or {}
     spent = {k: 0 if s.skipped else int(summary.get(k, 0)) for k in USAGE_KEYS}
     return {"seed": s.point.seed, "settings": s.point.settings, "run_dir": str(s.run_dir),
-            "skipped": s.skipped, "metrics": summary.get("metrics"), **spent,
+            "skipped": s.skipped, "worker": s.worker or None, "metrics": summary.get("metrics"), **spent,
             "predicted": None if s.skipped else summary.get("predicted"),
             "timing": None if s.skipped else summary.get("timing")}
 
@@ -229,13 +255,24 @@ def _announcer(sweep: Sweep, tell: Info) -> Listener:
 
 
 def _train_sweep(spec: Path, sweep: Sweep, budget: BudgetSettings, progress: Progress | None,
-                 tell: Info, notes: TrackingNotes) -> Outcome:
+                 tell: Info, notes: TrackingNotes,
+                 where: tuple[str, int, str | None] = ("local", 1, None)) -> Outcome:
     started = time.monotonic()
     tell(f"sweep of {spec}: {len(sweep.states)} run(s) ({len(sweep.matrix.seeds)} seed(s) x "
          f"{len(sweep.matrix.points())} setting(s)), {len(sweep.pending)} to train")
-    parent = SweepTracking(notes.settings, sweep, warn=notes) if notes.settings is not None else None
+    executor, jobs, address = where
+    parallel = not (executor == "local" and jobs == 1)
+    if parallel and notes.settings is not None:
+        notes("tracking logs sweeps that run in this process only; the runs on --jobs / Ray are not logged")
+    parent = SweepTracking(notes.settings, sweep, warn=notes) if notes.settings is not None and not parallel else None
     try:
-        sweep.run(budget, progress=progress, listen=_announcer(sweep, tell), track=parent.child if parent else None)
+        if parallel:
+            tell(f"executor: {executor}" + (f", {jobs} processes" if executor == "local" else
+                                            f", cluster {address or 'from $RAY_ADDRESS or started here'}"))
+            run_sweep(sweep, executor, jobs, address, listen=_announcer(sweep, tell))
+        else:
+            sweep.run(budget, progress=progress, listen=_announcer(sweep, tell),
+                      track=parent.child if parent else None)
     except BaseException as exc:
         if parent is not None:
             parent.failed(f"{type(exc).__name__}: {exc}")

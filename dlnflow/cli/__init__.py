@@ -17,7 +17,7 @@ import click
 from dlnflow._version import __version__
 from dlnflow.cli.context import AppContext
 from dlnflow.cli.flags import with_global_flags
-from dlnflow.cli.render import Interrupted, render_error, run_guarded
+from dlnflow.cli.render import Interrupted, render_error, route_warnings, run_guarded
 from dlnflow.core.errors import DlnflowError
 
 COMMANDS: dict[str, str] = {
@@ -66,14 +66,17 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="dlnflow")
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar="DLNFLOW_CACHE_DIR",
               help="Where LLM calls are cached [default: cache/ at the project root; env DLNFLOW_CACHE_DIR].")
+@click.option("--cache-remote", metavar="URL", envvar="DLNFLOW_CACHE_REMOTE",
+              help="A shared cache tier behind the local one: file:///path or redis://[user:pass@]host:port/db "
+                   "[env DLNFLOW_CACHE_REMOTE].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache.")
 @click.option("--refresh", is_flag=True, help="Do not read the cache, but write fresh results to it.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
 @click.option("-v", "--verbose", count=True, help="More detail (repeat for more).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and final results.")
 @click.pass_context
-def cli(ctx: click.Context, cache_dir: str | None, no_cache: bool, refresh: bool, as_json: bool,
-        verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, cache_dir: str | None, cache_remote: str | None, no_cache: bool, refresh: bool,
+        as_json: bool, verbose: int, quiet: bool) -> None:
     """dlnflow: Deep Language Networks as declarative pipelines.
 
     Write a pipeline spec (YAML or JSON), then validate it, train its prompts on a model
@@ -90,7 +93,8 @@ def cli(ctx: click.Context, cache_dir: str | None, no_cache: bool, refresh: bool
         raise click.UsageError("--no-cache and --refresh exclude each other")
     mode = "off" if no_cache else "refresh" if refresh else "use"
     ctx.obj = AppContext(cache_dir=cache_dir, cache_mode=mode, as_json=as_json,
-                         verbosity=-1 if quiet else verbose)
+                         verbosity=-1 if quiet else verbose, cache_remote=cache_remote or None)
+    route_warnings()
 
 
 def main(argv: list[str] | None = None) -> Any:

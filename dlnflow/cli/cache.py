@@ -15,6 +15,7 @@ import click
 from dlnflow.cli.context import AppContext, app
 from dlnflow.core.errors import ConfigError, RuntimeFault
 from dlnflow.runtime.cache import DB_NAME, CallCache
+from dlnflow.runtime.remote import open_store, pull, push, remote_stats
 
 
 @click.group("cache")
@@ -34,6 +35,9 @@ def cache() -> None:
       dlnflow --cache-dir ../team-cache cache stats
       dlnflow cache verify
       dlnflow cache clear --yes
+      dlnflow --cache-remote redis://127.0.0.1:6379/0 cache stats
+      dlnflow cache push file:///mnt/team/dlnflow-cache
+      dlnflow cache pull file:///mnt/team/dlnflow-cache
     """
 
 
@@ -55,7 +59,7 @@ def path_cmd(ctx: click.Context) -> None:
 @cache.command("stats")
 @click.pass_context
 def stats_cmd(ctx: click.Context) -> None:
-    """Show entries, size on disk and entries per model.
+    """Show entries, size on disk and entries per model; with --cache-remote, the remote tier too.
 
     \b
     Examples:
@@ -67,11 +71,69 @@ def stats_cmd(ctx: click.Context) -> None:
     if not _has_cache(folder):
         payload: dict[str, Any] = {"path": str(folder), "exists": False, "entries": 0, "bytes": 0,
                                    "models": {}}
-        a.emit(payload, f"cache: {folder}\nno cache there yet (it is created by the first model call)")
-        return
-    with _open(folder) as store:
-        payload = {**store.stats(), "exists": True}
-    a.emit(payload, _stats_text(payload))
+        text = f"cache: {folder}\nno cache there yet (it is created by the first model call)"
+    else:
+        with _open(folder) as store:
+            payload = {**store.stats(), "exists": True}
+        text = _stats_text(payload)
+    if a.cache_remote:
+        payload["remote"] = _remote_stats(a.cache_remote)
+        text += "\n" + _remote_text(payload["remote"])
+    a.emit(payload, text)
+
+
+@cache.command("push")
+@click.argument("remote", required=False, metavar="[REMOTE]")
+@click.pass_context
+def push_cmd(ctx: click.Context, remote: str | None) -> None:
+    """Upload the local entries a shared cache lacks (REMOTE: file:///path or redis://host:port/db;
+    default: the global --cache-remote / $DLNFLOW_CACHE_REMOTE).
+
+    Only missing objects are sent; existing ones are never changed. Use it after a run that went
+    on without the remote (it was down), or to seed a team cache from your own.
+
+    \b
+    Examples:
+      dlnflow cache push file:///mnt/team/dlnflow-cache
+      dlnflow --json cache push redis://cache.internal:6379/0
+    """
+    a = app(ctx)
+    store = _remote_store(a, remote)
+    folder = _folder(a)
+    if not _has_cache(folder):
+        counts = {"local_entries": 0, "already_on_remote": 0, "uploaded": 0}
+    else:
+        with _open(folder) as local:
+            counts = push(local, store)
+    store.close()
+    payload = {"path": str(folder), "remote": store.url, **counts}
+    a.emit(payload, f"pushed {counts['uploaded']:,} of {counts['local_entries']:,} local entries to {store.url} "
+                    f"({counts['already_on_remote']:,} were there already)")
+
+
+@cache.command("pull")
+@click.argument("remote", required=False, metavar="[REMOTE]")
+@click.pass_context
+def pull_cmd(ctx: click.Context, remote: str | None) -> None:
+    """Download the objects of a shared cache that the local cache lacks (REMOTE as for push).
+
+    Objects that are not valid dlnflow cache objects are counted and skipped.
+
+    \b
+    Examples:
+      dlnflow cache pull file:///mnt/team/dlnflow-cache
+      dlnflow --json cache pull redis://cache.internal:6379/0
+    """
+    a = app(ctx)
+    store = _remote_store(a, remote)
+    folder = _folder(a)
+    with _open(folder) as local:
+        counts = pull(local, store)
+    store.close()
+    payload = {"path": str(folder), "remote": store.url, **counts}
+    extra = f", {counts['invalid']:,} invalid object(s) skipped" if counts["invalid"] else ""
+    a.emit(payload, f"pulled {counts['downloaded']:,} of {counts['remote_entries']:,} remote entries from "
+                    f"{store.url} ({counts['already_local']:,} were here already{extra})")
 
 
 @cache.command("verify")
@@ -154,6 +216,27 @@ def clear_cmd(ctx: click.Context, yes: bool) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _remote_store(a: AppContext, remote: str | None) -> Any:
+    url = remote or a.cache_remote
+    if not url:
+        raise click.UsageError("name the shared cache: dlnflow cache push REMOTE (file:///path or "
+                               "redis://host:port/db), or set --cache-remote / $DLNFLOW_CACHE_REMOTE")
+    return open_store(url)
+
+
+def _remote_stats(url: str) -> dict[str, Any]:
+    store = open_store(url)
+    try:
+        return remote_stats(store)
+    finally:
+        store.close()
+
+
+def _remote_text(stats: dict[str, Any]) -> str:
+    return (f"remote: {stats['url']}\n"
+            f"entries: {stats['entries']:,}   size: {_human_bytes(int(stats['bytes']))}")
+
+
 def _folder(a: AppContext) -> Path:
     folder = a.resolve_cache_dir()
     if folder.exists() and not folder.is_dir():

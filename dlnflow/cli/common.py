@@ -17,7 +17,8 @@ def open_network(app: AppContext, spec: Path) -> Network:
     """Compile ``spec`` (exit 2 on any problem) and bind it to the cache chosen by the global options."""
     if not spec.exists():
         raise click.BadParameter(f"no such file: {spec}", param_hint="SPEC")
-    return network.open_network(spec, app.resolve_cache_dir(spec.parent), app.cache_mode)
+    return network.open_network(spec, app.resolve_cache_dir(spec.parent), app.cache_mode,
+                                cache_remote=app.cache_remote or "")
 
 
 def use_lock(app: AppContext, net: Network, strict: bool) -> None:

@@ -21,6 +21,7 @@ class AppContext:
 
     cache_dir: str | None = None
     cache_mode: str = "use"
+    cache_remote: str | None = None
     as_json: bool = False
     verbosity: int = 0
 

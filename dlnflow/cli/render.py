@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -13,6 +14,7 @@ import click
 
 from dlnflow._util.redact import redact, redact_data
 from dlnflow.core.errors import DataError, DlnflowError, SpecError
+from dlnflow.runtime.remote import RemoteCacheWarning
 
 
 ROLES: dict[str, dict[str, Any]] = {
@@ -100,3 +102,23 @@ def run_guarded(cli: click.Group, argv: list[str] | None = None) -> Any:
             sys.exit(1)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def route_warnings() -> None:
+    """Show dlnflow's own warnings (such as a shared cache tier giving up) as ``warning: ...`` lines
+    on stderr, each once; other warnings keep Python's default display."""
+    original = warnings.showwarning
+    if getattr(original, "_dlnflow", False):
+        return
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, RemoteCacheWarning):
+            color = use_color(sys.stderr)
+            click.echo(f"{paint('warning:', 'warning', color)} {message}", err=True, color=color)
+            return
+        original(message, category, filename, lineno, file, line)
+
+    show._dlnflow = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", RemoteCacheWarning)  # the tier itself warns once per cause

@@ -33,10 +33,19 @@ from dlnflow.runtime.timing import timing_lines
               help="Log the run (a sweep: a parent run and one child per run) to MLflow; `none` turns off the "
                    "spec's tracking section. URI: $DLNFLOW_TRACKING_URI, else tracking.uri, else mlflow.db "
                    "at the project root.")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Where a sweep's runs go: this machine, or one Ray task per run on a Ray cluster "
+                   "[default: experiments.executor, else local].")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="With --executor local: how many runs train at once, each in its own process "
+                   "[default: experiments.jobs, else 1].")
+@click.option("--address", metavar="ADDR",
+              help="With --executor ray: the cluster (e.g. 10.0.0.5:6379) [default: experiments.address, "
+                   "else $RAY_ADDRESS, else a Ray instance started for this command].")
 @click.pass_context
 def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, sets: tuple[str, ...],
           iterations: int | None, max_calls: int | None, max_tokens: int | None, dry_run: bool,
-          track: str | None) -> None:
+          track: str | None, executor: str | None, jobs: int | None, address: str | None) -> None:
     """Train the prompts of SPEC and write SPEC's lock file beside it.
 
     Runs the method in the spec's `train` section (dln1, vi, ape, fewshot or none),
@@ -50,6 +59,8 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     sweep: every seed x grid combination is trained in order, each in its own run folder;
     finished runs are skipped on the next invocation. The lock then holds the best run
     (best mean dev over seeds) and a summary of the sweep; see `dlnflow results SPEC`.
+    `--jobs N` trains N runs at once in separate processes; `--executor ray` makes each run a
+    task on a Ray cluster (workers share calls through --cache-remote).
 
     The per-iteration log goes to runs/<name>/seed<N>-<hash>/log.jsonl at the project
     root (override with DLNFLOW_RUNS_DIR).
@@ -62,6 +73,9 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
       dlnflow train pipelines/quickstart.yaml --seeds 13,42,25 --set train.prompt_candidates=3,5
       dlnflow train pipelines/navigate-dln2.yaml --iterations 2 --max-calls 500
       dlnflow train pipelines/quickstart.yaml --track mlflow
+      dlnflow train pipelines/quickstart.yaml --seeds 1,2,3,4 --jobs 2
+      dlnflow --cache-remote redis://10.0.0.5:6380/0 train pipelines/quickstart.yaml \\
+          --seeds 1,2,3,4 --executor ray --address 10.0.0.5:6379
     """
     a = app(ctx)
     if not spec.exists():
@@ -69,7 +83,7 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
     if seed is not None and seeds:
         raise click.UsageError("--seed and --seeds exclude each other")
     options = TrainOptions(seed=seed, seeds=seeds, sets=sets, iterations=iterations, max_calls=max_calls,
-                           max_tokens=max_tokens, track=track)
+                           max_tokens=max_tokens, track=track, executor=executor, jobs=jobs, address=address)
     cache = (a.resolve_cache_dir(spec.parent), a.cache_mode)
     if dry_run:
         outcome = api.plan(spec, options, *cache)
@@ -82,7 +96,8 @@ def train(ctx: click.Context, spec: Path, seed: int | None, seeds: str | None, s
         a.info(line)
 
     try:
-        outcome = api.train(spec, options, *cache, progress=bar, info=info, warn=a.warn)
+        outcome = api.train(spec, options, *cache, progress=bar, info=info, warn=a.warn,
+                            cache_remote=a.cache_remote or "")
     finally:
         bar.close()
     if outcome.payload.get("lock_note"):

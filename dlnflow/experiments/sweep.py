@@ -48,6 +48,8 @@ class RunState:
     fingerprint: str
     summary: dict[str, Any] | None = None
     skipped: bool = False
+    worker: str = ""
+    """``host:pid`` of the process that trained the run when it ran outside this one."""
 
     @property
     def metrics(self) -> dict[str, float] | None:
@@ -62,17 +64,19 @@ class Sweep:
     """The runs of ``matrix`` over ``base`` (a compiled spec), bound to one cache."""
 
     def __init__(self, base: Pipeline, matrix: Matrix, cache_dir: Path, cache_mode: str = "use",
-                 predict: Predictor | None = None):
+                 predict: Predictor | None = None, cache_remote: str | None = None):
         self.base = base
         self.predict = predict
         self.matrix = matrix
         self.cache_dir = cache_dir
         self.cache_mode = cache_mode
+        self.cache_remote = cache_remote
         self.states = [self._state(i, point) for i, point in enumerate(matrix.runs())]
 
     def _state(self, index: int, point: RunPoint) -> RunState:
         pipeline = apply_overrides(self.base, point.overrides)
-        net = Network(pipeline, cache_dir=self.cache_dir, cache_mode=self.cache_mode)  # type: ignore[arg-type]
+        net = Network(pipeline, cache_dir=self.cache_dir, cache_mode=self.cache_mode,  # type: ignore[arg-type]
+                      cache_remote=self.cache_remote)
         fp = fingerprint(pipeline, net.dataset.digest)
         run_dir = run_dir_for(pipeline, point.overrides, net.dataset.digest)
         return RunState(index, point, net, run_dir, fp, finished_summary(run_dir, fp))

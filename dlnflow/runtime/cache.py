@@ -50,13 +50,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from math import isfinite
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import diskcache
 
 from dlnflow.core.backend import Request, Result
 from dlnflow.core.errors import RuntimeFault
 from dlnflow.runtime.location import DB_NAME, ENV_VAR, default_cache_dir  # noqa: F401  (part of this module's API)
+
+if TYPE_CHECKING:
+    from dlnflow.runtime.remote import RemoteTier
 
 FORMAT_VERSION = 2
 """Part of every key. 2: a value is the JSON of one result and the model label is the entry's tag
@@ -215,9 +218,15 @@ class JSONOnlyDisk(diskcache.Disk):
 
 
 class CallCache:
-    """A diskcache-backed store of call results, safe across threads and processes."""
+    """A diskcache-backed store of call results, safe across threads and processes.
 
-    def __init__(self, directory: str | os.PathLike[str], memory_bytes: int = MEMORY_BYTES):
+    ``remote`` is an optional shared tier behind it (:mod:`dlnflow.runtime.remote`): results stored
+    here are uploaded to it too, and :meth:`fetch_remote` copies its hits into this store.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], memory_bytes: int = MEMORY_BYTES,
+                 remote: RemoteTier | None = None):
+        self.remote = remote
         try:
             self._open(directory)
         except (sqlite3.Error, OSError) as exc:
@@ -288,6 +297,8 @@ class CallCache:
         with self._guard("cannot store a call in the cache"):
             self._dc.set(key, raw, tag=model, retry=True)
         self._remember(key, raw, result)
+        if self.remote is not None:
+            self.remote.put_many([(key, result, model)])
 
     def put_many(self, items: Iterable[tuple[str, Result]], model: str = "") -> None:
         """Store several results in one transaction; nothing is written if one does not encode."""
@@ -297,6 +308,40 @@ class CallCache:
                 self._dc.set(key, raw, tag=model, retry=True)
         for key, raw, result in encoded:
             self._remember(key, raw, result)
+        if self.remote is not None:
+            self.remote.put_many([(key, result, model) for key, _, result in encoded])
+
+    def fetch_remote(self, keys: Iterable[str]) -> dict[str, Result]:
+        """Look ``keys`` up in the remote tier (one batch); hits are stored here and returned."""
+        if self.remote is None:
+            return {}
+        found = self.remote.get_many(list(keys))
+        if not found:
+            return {}
+        encoded = [(key, _VALUE_ENCODER.encode(result), model) for key, (result, model) in found.items()]
+        with self._dc.transact(retry=True):
+            for key, raw, model in encoded:
+                self._dc.set(key, raw, tag=model, retry=True)
+        out: dict[str, Result] = {}
+        for (key, raw, _), (result, _) in zip(encoded, found.values(), strict=True):
+            self._remember(key, raw, result)
+            out[key] = result  # freshly decoded: the memory table keeps its own copy
+        return out
+
+    def entries(self) -> Iterable[tuple[str, Result, str]]:
+        """Every valid entry on disk as ``(key, result, model label)`` (others are skipped)."""
+        for key in self._dc.iterkeys():
+            if not (isinstance(key, str) and _KEY_RE.fullmatch(key)):
+                continue
+            found = self._dc.get(key, default=None, tag=True, retry=True)
+            if not isinstance(found, tuple) or not isinstance(found[0], str):
+                continue
+            try:
+                value = json.loads(found[0])
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                yield key, value, str(found[1] or "")
 
     def _remember(self, key: str, raw: str, value: Result) -> None:
         """Keep ``key`` in memory: a private copy of a flat result, else its JSON text."""
@@ -381,6 +426,8 @@ class CallCache:
 
     def close(self) -> None:
         self._dc.close()
+        if self.remote is not None:
+            self.remote.close()
 
     def __enter__(self) -> Self:
         return self

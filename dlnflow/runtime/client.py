@@ -2,7 +2,8 @@
 
 Every model call in dlnflow goes through :class:`Client`, which
 
-1. looks the call up in the :class:`~dlnflow.runtime.cache.CallCache` by its content address,
+1. looks the call up in the :class:`~dlnflow.runtime.cache.CallCache` by its content address (the
+   local tier, then in one batch the shared remote tier when there is one),
 2. de-duplicates identical requests (within a batch and across threads in flight),
 3. checks the budget before spending anything,
 4. sends what is left to the backend as one batch (the embedded backend batches,
@@ -182,6 +183,14 @@ class Client:
             hits += 1
             saved_prompt += int(hit.get("prompt_tokens") or 0)
             saved_completion += int(hit.get("completion_tokens") or 0)
+        if misses and getattr(cache, "remote", None) is not None:  # a plan's cache view has no remote
+            assert cache is not None
+            for key, hit in cache.fetch_remote(misses).items():
+                del misses[key]
+                results[key] = hit
+                hits += 1
+                saved_prompt += int(hit.get("prompt_tokens") or 0)
+                saved_completion += int(hit.get("completion_tokens") or 0)
         if hits or dups:
             with self._lock:
                 for usage in (stats, self.usage):

@@ -350,6 +350,9 @@ def build_pipeline(doc: Document) -> Pipeline:
         experiments=ExperimentSettings(
             seeds=tuple(experiments.get("seeds", ())),
             grid={k: list(v) for k, v in _dict(experiments.get("grid")).items()},
+            executor=str(experiments.get("executor", "local")),
+            jobs=int(experiments.get("jobs", 1)),
+            address=experiments.get("address"),
         ),
         spec=data,
     )

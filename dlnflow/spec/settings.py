@@ -83,7 +83,11 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class ExperimentSettings:
-    """A sweep: seeds and a grid of ``dotted.setting -> [values]``."""
+    """A sweep: seeds and a grid of ``dotted.setting -> [values]``, and where its runs train
+    (see :mod:`dlnflow.experiments.executors`)."""
 
     seeds: tuple[int, ...] = ()
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    executor: str = "local"
+    jobs: int = 1
+    address: str | None = None

@@ -22,6 +22,7 @@ from dlnflow.lockfile import lock as lockmod
 from dlnflow.lockfile.best_run import BestRun, apply_best_run
 from dlnflow.runtime.cache import CallCache, default_cache_dir
 from dlnflow.runtime.client import Budget, CacheMode, Client
+from dlnflow.runtime.remote import open_tier, remote_from_env
 from dlnflow.spec.compiler import compile_spec
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.training.evaluate import Evaluation, evaluate
@@ -29,16 +30,22 @@ from dlnflow.training.trainer import Trainer
 
 
 class Network:
-    """A trainable Deep Language Network built from a spec."""
+    """A trainable Deep Language Network built from a spec.
+
+    ``cache_remote`` names a shared cache tier behind the local one (``file:///path`` or
+    ``redis://host:port/db``; default ``$DLNFLOW_CACHE_REMOTE``); see :mod:`dlnflow.runtime.remote`.
+    """
 
     def __init__(
         self,
         pipeline: Pipeline,
         cache_dir: str | Path | None = None,
         cache_mode: CacheMode = "use",
+        cache_remote: str | None = None,
     ):
         self.pipeline = pipeline
         self.cache_mode: CacheMode = cache_mode
+        self.cache_remote = cache_remote if cache_remote is not None else remote_from_env()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(pipeline.spec_path.parent)
         self._client: Client | None = None
         self._dataset: Dataset | None = None
@@ -62,7 +69,9 @@ class Network:
         if self._client is None:
             base = self.pipeline.spec_path.parent
             models = {name: make_backend(s, base) for name, s in self.pipeline.models.items()}
-            cache = None if self.cache_mode == "off" else CallCache(self.cache_dir)
+            cache = None
+            if self.cache_mode != "off":
+                cache = CallCache(self.cache_dir, remote=open_tier(self.cache_remote))
             b = self.pipeline.train.budget
             self._client = Client(models, cache, self.cache_mode, Budget(b.max_calls, b.max_tokens))
         return self._client
