@@ -159,7 +159,8 @@ class FaultProxy:
     """The proxy: ``FaultProxy(upstream_base_url, plan)``; use :attr:`base_url` as the client's base URL.
 
     ``counts`` holds faults injected per kind; ``forwarded`` requests sent to the server;
-    ``resets_sent`` the prefix resets of ``isolate`` mode; ``events`` one :class:`Event` per
+    ``resets_sent`` the prefix resets of ``isolate`` mode (one per ``isolated`` model request; other
+    routes, such as tokenize, pass unisolated); ``events`` one :class:`Event` per
     request; ``max_active`` the most requests handled at once. :meth:`set_plan` swaps the plan
     (and restarts its random sequence) while running.
     """
@@ -176,6 +177,7 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.forwarded = 0
         self.resets_sent = 0
+        self.isolated = 0
         self.active = 0
         self.max_active = 0
         self._upstream_lock = threading.Lock()
@@ -235,6 +237,8 @@ class FaultProxy:
             return self._upstream(method, path, sent, body)
         with self._upstream_lock:
             self._reset_prefix(sent, body)
+            with self._lock:
+                self.isolated += 1
             return self._upstream(method, path, sent, body)
 
     def _upstream(self, method: str, path: str, headers: Mapping[str, str], body: bytes

@@ -277,7 +277,7 @@ def clean_runs(llama_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
             with FaultProxy(llama_server, FaultPlan(rate=0.0), isolate=True) as proxy:
                 spec = write_spec(folder, proxy.base_url, iterations)
                 _CLEAN[iterations] = outcome(train(spec, folder / "cache"), folder / "cache")
-            assert proxy.injected == 0 and proxy.resets_sent == proxy.forwarded > 0
+            assert proxy.injected == 0 and proxy.resets_sent == proxy.isolated > 0
         return _CLEAN[iterations]
 
     yield clean
