@@ -19,10 +19,11 @@ one warning, and the fresh answer replaces it. A remote that is down, refuses us
 slowly than :data:`TIMEOUT_S` gets one warning and is not asked again by this process: the run
 goes on with the local tier, and ``dlnflow cache push`` uploads what it paid for later.
 
-Credentials in a URL are never shown: every message names the remote by :func:`redact`.
+Credentials in a URL are never shown: every message names the remote by
+:func:`dlnflow._util.redact.redact_url`.
 
 >>> redact("redis://alice:s3cret@cache.example:6379/0")
-'redis://alice:***@cache.example:6379/0'
+'redis://***@cache.example:6379/0'
 >>> redact("file:///srv/dlnflow-cache")
 'file:///srv/dlnflow-cache'
 """
@@ -38,8 +39,10 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
+from dlnflow._util.redact import redact as redact_text
+from dlnflow._util.redact import redact_url as redact
 from dlnflow.core.errors import ConfigError, RuntimeFault
 
 ENV_VAR = "DLNFLOW_CACHE_REMOTE"
@@ -64,22 +67,6 @@ class RemoteUnavailable(RuntimeFault):
 
 
 # -- URLs ------------------------------------------------------------------------------------------
-def redact(url: str) -> str:
-    """``url`` with its password (or a lone user name used as one) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable remote URL>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    secret = f"{user}:***" if parts.password is not None else "***"
-    return urlunsplit((parts.scheme, f"{secret}@{host}", parts.path, parts.query, parts.fragment))
-
-
 def remote_from_env() -> str | None:
     """``$DLNFLOW_CACHE_REMOTE`` when set and not empty."""
     return os.environ.get(ENV_VAR) or None
@@ -389,7 +376,7 @@ class RemoteTier:
 def _describe(exc: BaseException) -> str:
     """The exception as one line, with no credentials in it."""
     text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-    return re.sub(r"://[^/@\s]*@", "://***@", text)
+    return redact_text(text)
 
 
 def open_tier(url: str | None, warn: Warn | None = None) -> RemoteTier | None:
