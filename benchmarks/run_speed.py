@@ -12,7 +12,8 @@ The protocol: ``pipelines/navigate.yaml`` (DLN-1) and ``pipelines/navigate-dln2.
 
 From each run's cache the script also counts the generate calls and the tokens they produced,
 which gives the mean length of a rewrite for DLN-1 (all its generations are rewrites) on both
-sides. Results go to ``benchmarks/results/run_speed_navigate.{json,md}``.
+sides. Besides wall time it records each run's CPU seconds (user + system of the child process),
+which a busy machine disturbs less than wall time. Results go to ``benchmarks/results/run_speed_navigate.{json,md}``.
 
     python benchmarks/run_speed.py                    # before = merge-base with main
     python benchmarks/run_speed.py --base <commit> --methods dln1
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,13 +92,16 @@ def train(variant_root: Path, spec: Path, work: Path, tag: str) -> dict[str, Any
     sets = [arg for k, v in PROTOCOL.items() for arg in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "dlnflow", "--json", "--cache-dir", str(cache), "train", str(spec), *sets]
     load = os.getloadavg()[0]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done = subprocess.run(cmd, env=env, cwd=variant_root, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{tag} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout)
-    row = {k: result[k] for k in KEEP} | {"process_seconds": round(wall, 1),
+    row = {k: result[k] for k in KEEP} | {"process_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
                                           "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
     if "timing" in result:
         row["timing"] = result["timing"]
@@ -159,8 +164,13 @@ def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
         b, a = rows.get(f"before_{method}"), rows.get(f"after_{method}")
         if b and a:
             out[f"{method}_speedup"] = round(b["wall_seconds"] / a["wall_seconds"], 2)
+            if b.get("cpu_seconds") and a.get("cpu_seconds"):
+                out[f"{method}_speedup_cpu"] = round(b["cpu_seconds"] / a["cpu_seconds"], 2)
     if "after_dln1" in rows and "after_dln2" in rows:
         out["after_dln2_over_dln1"] = round(rows["after_dln2"]["wall_seconds"] / rows["after_dln1"]["wall_seconds"], 2)
+        if rows["after_dln1"].get("cpu_seconds") and rows["after_dln2"].get("cpu_seconds"):
+            out["after_dln2_over_dln1_cpu"] = round(rows["after_dln2"]["cpu_seconds"]
+                                                    / rows["after_dln1"]["cpu_seconds"], 2)
     if "before_dln1" in rows and "before_dln2" in rows:
         out["before_dln2_over_dln1"] = round(rows["before_dln2"]["wall_seconds"]
                                              / rows["before_dln1"]["wall_seconds"], 2)
@@ -174,14 +184,15 @@ def markdown(p: dict[str, Any]) -> str:
              f"- protocol: {', '.join(f'{k}={v}' for k, v in p['protocol'].items())}; fresh cache per run",
              f"- split sizes changed from the spec (both sides alike): {p['split_sizes_changed'] or 'none'}",
              "", "| run | train s | dev before → after | test before → after | backend calls | prompt tokens | "
-             "generate calls | tokens generated | mean tokens / generation | load avg (start, end) |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+             "generate calls | tokens generated | mean tokens / generation | load avg (start, end) | "
+             "cpu s |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for name, r in p["runs"].items():
         m, g = r["metrics"], r["generation"]
         lines.append(f"| {name} | {r['wall_seconds']:.0f} | {m['dev_before']:.2f} → {m['dev']:.2f} | "
                      f"{m['test_before']:.2f} → {m['test']:.2f} | {r['backend_calls']} | {r['prompt_tokens']} | "
                      f"{g['generate_calls']} | {g['tokens_generated']} | {g['mean_tokens_per_generation']} | "
-                     f"{r['load_average_1min'][0]}, {r['load_average_1min'][1]} |")
+                     f"{r['load_average_1min'][0]}, {r['load_average_1min'][1]} | {r.get('cpu_seconds', '')} |")
     lines += ["", "Ratios: " + ", ".join(f"{k} = **{v}**" for k, v in p["ratios"].items()), ""]
     for name, r in p["runs"].items():
         t = r.get("timing")
