@@ -36,9 +36,12 @@ SPECS = ("mpqa", "subj", "trec", "disaster", "navigate", "quickstart")
 METHODS = ("none", "batch", "content_free")
 
 
-def measure(spec: Path, split: str, cache: Path) -> dict[str, Any]:
+def measure(spec: Path, split: str, cache: Path, threads: int | None) -> dict[str, Any]:
     """One spec: per method, accuracy, label counts, calls and the prior used."""
     base = compile_spec(spec)
+    if threads is not None:
+        base = apply_overrides(base, {f"models.{name}.n_threads": threads for name, settings in base.models.items()
+                                      if settings.get("backend", "llamacpp") == "llamacpp"})
     out = base.graph.output
     row: dict[str, Any] = {"spec": spec.name, "layer": out.name, "classes": list(out.classes or ()), "methods": {}}
     for method in METHODS:
@@ -94,11 +97,13 @@ def main() -> None:
     ap.add_argument("specs", nargs="*", default=[str(ROOT / "pipelines" / f"{s}.yaml") for s in SPECS])
     ap.add_argument("--split", default="test", choices=["train", "dev", "test"])
     ap.add_argument("--cache-dir", default=None, help="default: a new folder under the system temp folder")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads of the embedded model (1 is far faster on a busy 2-core machine; 0: all cores)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="dlnflow-calibration-"))
     started = time.monotonic()
-    rows = [measure(Path(s).resolve(), args.split, cache) for s in args.specs if Path(s).exists()]
+    rows = [measure(Path(s).resolve(), args.split, cache, args.threads or None) for s in args.specs if Path(s).exists()]
     meta = {
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "command": "python benchmarks/calibration.py" + ("" if args.split == "test" else f" --split {args.split}"),
