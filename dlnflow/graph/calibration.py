@@ -31,19 +31,32 @@ Methods (``output.calibration`` in a spec):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dlnflow._util.numeric import argmax
+from dlnflow.core.backend import Request
 from dlnflow.core.protocols import Caller
-
-if TYPE_CHECKING:
-    from dlnflow.graph.layers import Layer
 
 METHODS = ("none", "batch", "content_free")
 DEFAULT = "none"
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
 FLOOR = 1e-12
 MIN_BATCH = 2  # a batch prior from one example would make every class equally likely
+
+
+class Layer(Protocol):
+    """What calibration needs of a classifier layer (:class:`dlnflow.graph.layers.Layer` has it)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    classes: tuple[str, ...] | None
+    model: str
+    calibration: str
+    prior: tuple[float, ...] | None
+
+    def render(self, values: dict[str, str], prompt: str | None = None) -> str: ...
+
+    def classify_request(self, context: str) -> Request: ...
 
 
 def mean_probs(rows: Sequence[Sequence[float]]) -> list[float]:
