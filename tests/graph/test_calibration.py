@@ -79,6 +79,7 @@ def test_content_free_calibration_divides_by_the_content_free_mean() -> None:
 def test_a_single_input_uses_the_fixed_prior_or_stays_uncalibrated() -> None:
     graph, client, _ = make("batch")
     assert graph(client, "apple") == "blue"  # a mean over one example says nothing: raw argmax
+    assert graph.forward(client, ["apple"]).prior is None
     graph.output.prior = (0.75, 0.25)
     assert graph(client, "apple") == "red"
     assert graph(client, "cat") == "blue"

@@ -83,10 +83,15 @@ def test_run_decides_a_single_input_with_the_locked_prior(standin: StandIn, tmp_
 
 def test_eval_uses_the_split_mean_and_matches_the_training_report(standin: StandIn, tmp_path: Path) -> None:
     spec = trained(standin, tmp_path)
-    lock = lockmod.read_lock(spec.with_name("tiny.lock.yaml"))
+    path = spec.with_name("tiny.lock.yaml")
+    lock = lockmod.read_lock(path)
     assert lock is not None
     out = json.loads(invoke("--json", "eval", str(spec)).stdout)
     assert out["accuracy"] == 1.0 and out["accuracy"] == lock["metrics"]["test"]
+    lock["layers"]["answer"]["calibration"]["prior"] = [0.5, 0.5]  # a locked prior that would decide all blue
+    lockmod.write_lock(path, lock)
+    out = json.loads(invoke("--json", "eval", str(spec)).stdout)
+    assert out["accuracy"] == 1.0  # a whole split is calibrated by its own mean
     with dlnflow.load(spec) as net:
         test = net.dataset.test
     blue = sum(e.target == "blue" for e in test) / len(test)
@@ -113,3 +118,26 @@ def test_a_malformed_calibration_entry_is_refused_where_it_is(standin: StandIn, 
     path.write_text(text.replace("      method: batch\n", "      method: [batch]\n"))
     with pytest.raises(LockError, match=r"tiny.lock.yaml:\d+:\d+: expected a method name, found list"):
         lockmod.read_lock(path)
+
+
+def learnable(prompt: str, verbalizers: tuple[str, ...]) -> list[float]:
+    """Without worked examples in the prompt every input gets 0.8/0.2; with them, as :func:`biased`."""
+    if "Answer: " not in prompt:
+        return [math.log(0.8), math.log(0.2)]
+    return biased(prompt, verbalizers)
+
+
+def test_the_locked_prior_is_the_dev_mean_of_the_learned_prompt(standin: StandIn, tmp_path: Path) -> None:
+    standin.cls = learnable
+    spec = write_spec(tmp_path, method="dln1", iterations=2, layers=CALIBRATED)
+    res = invoke("--json", "train", str(spec))
+    assert res.exit_code == 0, res.output
+    lock = lockmod.read_lock(spec.with_name("tiny.lock.yaml"))
+    assert lock is not None
+    assert "Answer: " in lock["layers"]["answer"]["prompt"]  # training kept a candidate with examples
+    assert lock["metrics"]["dev_before"] < lock["metrics"]["dev"] == 1.0
+    with dlnflow.load(spec) as net:
+        dev = net.dataset.dev
+    blue = sum(e.target == "blue" for e in dev) / len(dev)
+    expected = [0.9 * blue + 0.6 * (1 - blue), 0.1 * blue + 0.4 * (1 - blue)]  # not the initial 0.8 / 0.2
+    assert lock["layers"]["answer"]["calibration"]["prior"] == pytest.approx(expected, abs=1e-6)
