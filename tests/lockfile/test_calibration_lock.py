@@ -141,3 +141,12 @@ def test_the_locked_prior_is_the_dev_mean_of_the_learned_prompt(standin: StandIn
     blue = sum(e.target == "blue" for e in dev) / len(dev)
     expected = [0.9 * blue + 0.6 * (1 - blue), 0.1 * blue + 0.4 * (1 - blue)]  # not the initial 0.8 / 0.2
     assert lock["layers"]["answer"]["calibration"]["prior"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_training_after_loading_a_lock_drops_the_locked_prior(standin: StandIn, tmp_path: Path) -> None:
+    spec = trained(standin, tmp_path)
+    with dlnflow.load(spec) as net:
+        net.use_lock()
+        assert net.pipeline.graph.output.prior is not None
+        net.train(write_lock=False, record=False)
+        assert net.pipeline.graph.output.prior is None
