@@ -44,7 +44,7 @@ FLOOR = 1e-12
 MIN_BATCH = 2  # a batch prior from one example would make every class equally likely
 
 
-class Layer(Protocol):
+class Classifier(Protocol):
     """What calibration needs of a classifier layer (:class:`dlnflow.graph.layers.Layer` has it)."""
 
     name: str
@@ -78,12 +78,12 @@ def calibrate(probs: Sequence[float], prior: Sequence[float] | None) -> list[flo
     return [s / total for s in scaled]
 
 
-def content_free_contexts(layer: Layer, prompt: str | None = None) -> list[str]:
+def content_free_contexts(layer: Classifier, prompt: str | None = None) -> list[str]:
     """The layer's full text for each content-free input (every input of the layer set to it)."""
     return [layer.render(dict.fromkeys(layer.inputs, text), prompt) for text in CONTENT_FREE_INPUTS]
 
 
-def content_free_prior(client: Caller, layer: Layer, prompt: str | None = None) -> list[float]:
+def content_free_prior(client: Caller, layer: Classifier, prompt: str | None = None) -> list[float]:
     """Mean class probabilities of the content-free inputs under ``prompt`` (the layer's own by default)."""
     requests = [layer.classify_request(c) for c in content_free_contexts(layer, prompt)]
     answers = client.run(layer.model, requests)
@@ -91,7 +91,7 @@ def content_free_prior(client: Caller, layer: Layer, prompt: str | None = None) 
 
 
 def prior_for(
-    client: Caller, layer: Layer, rows: Sequence[Sequence[float]], prompt: str | None = None,
+    client: Caller, layer: Classifier, rows: Sequence[Sequence[float]], prompt: str | None = None,
     use_fixed: bool = True,
 ) -> list[float] | None:
     """The prior that calibrates ``rows`` (the class probabilities of the examples at hand).
@@ -120,7 +120,7 @@ def decide(classes: Sequence[str], probs: Sequence[float], prior: Sequence[float
 
 
 def split_prior(
-    client: Caller, layer: Layer, rows: Sequence[Sequence[float]]
+    client: Caller, layer: Classifier, rows: Sequence[Sequence[float]]
 ) -> list[float] | None:
     """The prior for a whole split: its own mean for ``batch`` (the fixed prior only when the split
     is too small for a mean), the content-free prior for ``content_free``, ``None`` for ``none``."""
@@ -149,7 +149,7 @@ def fixed_prior(entry: object, method: str, n_classes: int) -> tuple[float, ...]
     return tuple(float(p) for p in prior)
 
 
-def load_fixed_priors(layers: Iterable[Layer], entries: Mapping[str, object]) -> list[str]:
+def load_fixed_priors(layers: Iterable[Classifier], entries: Mapping[str, object]) -> list[str]:
     """Give each classifier layer the fixed prior its lock entry holds for its method; names those set.
 
     A layer whose entry is missing, of another method or of the wrong length gets none (it then
