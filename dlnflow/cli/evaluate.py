@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -42,6 +43,8 @@ def evaluate(ctx: click.Context, spec: Path, split: str, strict: bool, initial: 
             "split": split,
             "accuracy": round(result.accuracy, 6),
             "n": result.n,
+            "label_counts": dict(sorted(Counter(result.predictions).items())),
+            "calibration_prior": result.prior,
             "metrics": {split: round(result.accuracy, 6)},
             "lock": str(net.pipeline.lock_path),
             "lock_note": net.lock_note,

@@ -192,7 +192,7 @@ class Sweep:
         run = {k: s.summary[k] for k in ("iterations_run", "best_iteration", "stopped_early")}
         data = cfg["data"]
         lock = lockmod.build_lock(s.net.pipeline, cfg["identities"], data["sha256"], data["source"],
-                                  s.summary["prompts"], metrics, run)
+                                  s.summary["prompts"], metrics, run, s.summary.get("calibration"))
         lock["sweep"] = self.summary()
         path = self.base.lock_path
         lockmod.write_lock(path, lock)

@@ -37,6 +37,7 @@ from dlnflow.export.program import render_program
 from dlnflow.export.readme import render_readme
 from dlnflow.export.runtime import RENDERING
 from dlnflow.export.templates import Unmappable, template_parts
+from dlnflow.graph.calibration import load_fixed_priors
 from dlnflow.graph.layers import INPUT, Layer
 from dlnflow.lockfile import lock as lockmod
 from dlnflow.spec.compiler import compile_spec
@@ -117,6 +118,7 @@ def _load_instructions(pipeline: Pipeline) -> tuple[str | None, str | None, list
         pipeline.graph.load_state(lockmod.learned_state(data), strict=True)
     except LockError as exc:
         raise LockError(f"{_shown(path)}: {exc}; train again to rewrite the lock") from None
+    load_fixed_priors(pipeline.graph, lockmod.calibration_entries(data))
     digest = str((data.get("data") or {}).get("sha256", ""))
     drifted = lockmod.drift(pipeline, data, {}, digest)  # models and data are not compared here
     return path.name, _sha256(path), [f"{path.name} drifted from the spec: {line}" for line in drifted]
@@ -173,6 +175,7 @@ def _warnings(pipeline: Pipeline, layers: list[LayerPlan], models: dict[str, dic
         out.append(f"layers use {len(used)} models ({', '.join(used)}); the program runs every layer on the "
                    "configured LM unless you give a predictor its own: program.<layer>.lm = make_lm(..., "
                    "spec_model=...)")
+    out += calibration_warnings(pipeline)
     for plan in layers:
         if plan.read == "label":
             out.append(f"layer {plan.name!r}: its classes share their first characters, so they are read from "
@@ -181,6 +184,23 @@ def _warnings(pipeline: Pipeline, layers: list[LayerPlan], models: dict[str, dic
         if plan.read == "text" and plan.decoding["temperature"] > 0:
             out.append(f"layer {plan.name!r} samples at temperature {plan.decoding['temperature']:g}: dlnflow "
                        "seeds every sample from the run seed; DSPy sends no seed and caches one answer per prompt")
+    return out
+
+
+def calibration_warnings(pipeline: Pipeline) -> list[str]:
+    """A warning for each calibrated classifier: the exported program cannot calibrate."""
+    out = []
+    for layer in pipeline.graph:
+        if not layer.classes or layer.calibration == "none":
+            continue
+        if layer.prior is not None:
+            prior = ", ".join(f"{c}={p:.4g}" for c, p in zip(layer.classes, layer.prior, strict=True))
+            held = f"the lock's prior ({prior}) is not applied"
+        else:
+            held = "no prior is applied"
+        out.append(f"layer {layer.name!r} uses calibration {layer.calibration!r} in dlnflow, but the exported "
+                   f"program cannot calibrate: it picks the class the model rates most probable, and {held}, so "
+                   "its answers can differ from 'dlnflow run'")
     return out
 
 

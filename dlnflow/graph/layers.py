@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlnflow._util.numeric import argmax
 from dlnflow.core.backend import Request
 from dlnflow.core.errors import LockError
 from dlnflow.core.protocols import Caller
+from dlnflow.graph import calibration as calib
 from dlnflow.graph.templates import Template
 
 INPUT = "x"
@@ -51,6 +51,8 @@ class Layer:
     decoding: Decoding = field(default_factory=Decoding)
     classes: tuple[str, ...] | None = None
     initial_prompt: str = ""
+    calibration: str = calib.DEFAULT
+    prior: tuple[float, ...] | None = None  # fixed calibration prior (from the lock file); see graph.calibration
 
     def __post_init__(self) -> None:
         if not self.initial_prompt:
@@ -98,12 +100,14 @@ class ForwardResult:
     """What a forward pass produced, per example.
 
     ``values[i]`` maps ``x`` and each layer name to its text; ``probs[i]`` holds the output
-    layer's class probabilities (empty when it generates text).
+    layer's class probabilities before calibration (empty when it generates text); ``prior`` the
+    calibration prior its decisions used (``None``: uncalibrated).
     """
 
     values: list[dict[str, str]]
     probs: list[list[float]]
     output: str
+    prior: list[float] | None = None
 
     def outputs(self) -> list[str]:
         return [v[self.output] for v in self.values]
@@ -166,22 +170,28 @@ class Graph:
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, client: Caller, xs: Sequence[str]) -> ForwardResult:
-        """Run every layer over the batch at its decoding settings (greedy by default)."""
+        """Run every layer over the batch at its decoding settings (greedy by default).
+
+        A classifier decides by its calibrated probabilities (see :mod:`dlnflow.graph.calibration`).
+        """
         values: list[dict[str, str]] = [{INPUT: x} for x in xs]
         probs: list[list[float]] = [[] for _ in xs]
+        prior: list[float] | None = None
         for layer in self.layers:
             contexts = [layer.render(v) for v in values]
             if layer.is_classifier:
                 answers = client.run(layer.model, [layer.classify_request(c) for c in contexts])
                 assert layer.classes is not None
-                for v, p, a in zip(values, probs, answers, strict=True):
-                    p[:] = list(a["probs"])
-                    v[layer.name] = layer.classes[argmax(a["probs"])]
+                rows = [list(a["probs"]) for a in answers]
+                prior = calib.prior_for(client, layer, rows)
+                for v, p, row in zip(values, probs, rows, strict=True):
+                    p[:] = row
+                    v[layer.name] = calib.decide(layer.classes, row, prior)
             else:
                 answers = client.run(layer.model, [layer.generate_request(c) for c in contexts])
                 for v, a in zip(values, answers, strict=True):
                     v[layer.name] = a["text"].strip()
-        return ForwardResult(values, probs, self.output.name)
+        return ForwardResult(values, probs, self.output.name, prior)
 
     def __call__(self, client: Caller, x: str) -> str:
         return self.forward(client, [x]).outputs()[0]

@@ -69,9 +69,11 @@ def _data_entry(pipeline: Pipeline, digest: str, source: str) -> dict[str, Any]:
 def build_lock(
     pipeline: Pipeline, model_identities: dict[str, dict[str, Any]], data_digest: str, data_source: str,
     learned: dict[str, str], metrics: dict[str, Any], run: dict[str, Any],
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The lock as plain data. ``learned`` maps ``"<layer>.prompt"`` (or ``"<layer>"``) to prompts;
-    layers it does not name keep their current prompt."""
+    layers it does not name keep their current prompt. ``calibration`` maps a layer name to its
+    ``{method, prior}`` (see :func:`dlnflow.graph.calibration.lock_entry`)."""
     names = {layer.name for layer in pipeline.graph}
     unknown = sorted(k for k in learned if k.removesuffix(".prompt") not in names)
     if unknown:
@@ -86,6 +88,8 @@ def build_lock(
         }
         if layer.classes:
             entry["classes"] = list(layer.classes)
+        if calibration and calibration.get(layer.name):
+            entry["calibration"] = plain(calibration[layer.name])
         layers[layer.name] = entry
     return {
         "schema": SCHEMA,
@@ -189,6 +193,12 @@ def _validate(path: Path, text: str, lock: Any) -> dict[str, Any]:
     for name, entry in lock["layers"].items():
         _expect(path, text, entry, ["layers", str(name)], dict, f'a mapping for layer "{name}"')
         _expect(path, text, entry.get("prompt"), ["layers", str(name), "prompt"], str, "a prompt string")
+        if "calibration" in entry:
+            where = ["layers", str(name), "calibration"]
+            _expect(path, text, entry["calibration"], where, dict, "a calibration mapping (method, prior)")
+            _expect(path, text, entry["calibration"].get("method"), [*where, "method"], str, "a method name")
+            _expect(path, text, entry["calibration"].get("prior"), [*where, "prior"], list,
+                    "a list of class probabilities")
     for name, entry in lock["models"].items():
         _expect(path, text, entry, ["models", str(name)], dict, f'a mapping for model "{name}"')
     if "split" in lock["data"]:
@@ -253,6 +263,12 @@ def learned_state(lock: dict[str, Any]) -> dict[str, str]:
     return {f"{name}.prompt": entry["prompt"] for name, entry in lock.get("layers", {}).items()}
 
 
+def calibration_entries(lock: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The lock's calibration records by layer name (``{method, prior}``; layers without one left out)."""
+    return {name: entry["calibration"] for name, entry in lock.get("layers", {}).items()
+            if isinstance(entry, dict) and isinstance(entry.get("calibration"), dict)}
+
+
 # -- drift -------------------------------------------------------------------------------------
 def _short(value: Any) -> str:
     text = repr(value)
@@ -293,6 +309,10 @@ def _layer_drift(pipeline: Pipeline, locked: dict[str, Any]) -> list[str]:
         classes = list(layer.classes) if layer.classes else None
         if entry.get("classes") != classes:
             lines.append(f"output classes of layer {name!r}: {entry.get('classes')} -> {classes}")
+        locked_method = (entry.get("calibration") or {}).get("method", "none")
+        if classes and locked_method != layer.calibration:
+            lines.append(f"calibration of layer {name!r}: {locked_method!r} -> {layer.calibration!r}"
+                         + (" (the locked prior is not used)" if locked_method != "none" else ""))
     return lines
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from dlnflow.core.backend import Request
 from dlnflow.core.example import Example
+from dlnflow.graph import calibration as calib
 from dlnflow.graph.layers import Layer
 from dlnflow.graph.losses import get_loss
 from dlnflow.graph.templates import REWRITE_INSTRUCTIONS, backward, backward_stops
@@ -57,14 +58,19 @@ def loglik(
 ) -> np.ndarray:
     """Per example: how well ``prompt`` makes ``layer`` produce ``targets``.
 
-    - classifier: log of the class probability (normalised over the verbalizers);
+    - classifier: log of the class probability (normalised over the verbalizers), calibrated as
+      the layer says, with the prior of ``prompt`` itself: the mean over these examples
+      (``batch``) or over the content-free inputs under ``prompt`` (``content_free``);
     - free text with a scoring backend: mean per-token log-probability of the target;
     - otherwise: accuracy of greedy generation (1.0 or 0.0), for backends that cannot score.
     """
     contexts = [layer.render(v, prompt) for v in values]
     if layer.is_classifier and client.can(layer.model, "classify"):
         answers = client.run(layer.model, [layer.classify_request(c) for c in contexts])
-        out = [math.log(max(a["probs"][class_index(layer, t)], 1e-12)) for a, t in zip(answers, targets, strict=True)]
+        rows = [list(a["probs"]) for a in answers]
+        prior = calib.prior_for(client, layer, rows, prompt, use_fixed=False)
+        out = [math.log(max(calib.calibrate(row, prior)[class_index(layer, t)], 1e-12))
+               for row, t in zip(rows, targets, strict=True)]
         return np.array(out, dtype=float)
     if client.can(layer.model, "score"):
         answers = client.run(layer.model, [layer.score_request(c, t) for c, t in zip(contexts, targets, strict=True)])

@@ -22,6 +22,7 @@ from dlnflow.core.bounded import BoundsError, read_regular
 from dlnflow._util.pointers import escape
 from dlnflow._util.suggest import did_you_mean
 from dlnflow.core.errors import Problem, SpecError, TemplateError
+from dlnflow.graph.calibration import DEFAULT as CALIBRATION_DEFAULT
 from dlnflow.graph.layers import INPUT, Decoding, Graph, Layer
 from dlnflow.graph.templates import FORWARD_VARIABLES, Template
 from dlnflow.spec.document import Document, sort_problems
@@ -296,7 +297,8 @@ def _layer(spec: dict[str, Any], is_last: bool, models: list[str]) -> Layer:
     generate = dict(_dict(spec.get("generate")))
     if "stop" in generate:
         generate["stop"] = tuple(generate["stop"])
-    classes = spec.get("output", {}).get("classes")
+    output = _dict(spec.get("output"))
+    classes = output.get("classes")
     return Layer(
         name=spec["name"],
         inputs=tuple(spec.get("inputs", [INPUT])),
@@ -306,6 +308,7 @@ def _layer(spec: dict[str, Any], is_last: bool, models: list[str]) -> Layer:
         trainable=spec.get("trainable", True),
         decoding=Decoding(**generate),
         classes=tuple(classes) if classes else None,
+        calibration=output.get("calibration", CALIBRATION_DEFAULT),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from dlnflow.backends import make_backend
 from dlnflow.core.errors import LockError
 from dlnflow.data.dataset import Dataset, load_dataset
+from dlnflow.graph.calibration import load_fixed_priors
 from dlnflow.lockfile import lock as lockmod
 from dlnflow.lockfile.best_run import BestRun, apply_best_run
 from dlnflow.runtime.cache import CallCache, default_cache_dir
@@ -148,6 +149,7 @@ class Network:
         if drifted and strict:
             raise LockError(f"{path.name} does not match the spec (--strict): " + "; ".join(drifted))
         self.pipeline.graph.load_state(lockmod.learned_state(data), strict=True)
+        load_fixed_priors(self.pipeline.graph, lockmod.calibration_entries(data))
         self.lock_note = (f"using learned prompts from {path.name}" if not drifted else
                           f"using learned prompts from {path.name}, but it drifted: " + "; ".join(drifted))
         return drifted

@@ -31,6 +31,7 @@ from dlnflow.core.errors import BudgetExceeded, WriteError
 from dlnflow.core.protocols import Optimizer, RunTracker
 from dlnflow.core.registry import OPTIMIZERS
 from dlnflow.data.dataset import Dataset
+from dlnflow.graph.calibration import lock_entry
 from dlnflow.lockfile import lock as lockmod
 from dlnflow.optim.context import TrainContext
 from dlnflow.runtime.client import Client
@@ -159,6 +160,7 @@ class Trainer:
         self.tracker = tracker
         self._iteration = 0
         self._labels: dict[str, int] = {}
+        self._prior: list[float] | None = None
 
     def _usage(self) -> dict[str, Any]:
         return self.net.client.usage.as_dict()
@@ -174,6 +176,7 @@ class Trainer:
 
         result = evaluate(net.pipeline.graph, net.client, examples, net.pipeline.loss, on_chunk=tick)
         self._labels = label_counts(result.predictions)
+        self._prior = result.prior
         return result.accuracy
 
     def _track_failure(self, why: str, run_dir: Path) -> None:
@@ -226,6 +229,7 @@ class Trainer:
         labels: dict[str, dict[str, int]] = {}
         metrics["dev_before"] = self._evaluate("dev")
         labels["dev_before"] = self._labels
+        dev_prior = self._prior  # the calibration prior on dev of the best prompts so far
         metrics["test_before"] = self._evaluate("test")
         labels["test_before"] = self._labels
         first = {"iteration": 0, "event": "before", "prompts": graph.state(),
@@ -240,6 +244,7 @@ class Trainer:
             best_dev = self._evaluate("dev")
             best_state = graph.state()
             labels["dev"] = self._labels
+            dev_prior = self._prior
             prepared = {"iteration": 0, "event": "prepared", **prep, "dev": best_dev, "prompts": best_state}
             log.write(prepared)
             self._track(prepared)
@@ -259,6 +264,7 @@ class Trainer:
                 if dev > best_dev + 1e-12:
                     best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
                     labels["dev"] = self._labels
+                    dev_prior = self._prior
                 else:
                     stale += 1
                 if t.patience is not None and stale >= t.patience:
@@ -276,11 +282,14 @@ class Trainer:
         iterations_run = it if iterative else 0
         wall = time.monotonic() - started
         lock_path, lock_note = p.lock_path, None
+        entry = lock_entry(graph.output.calibration, dev_prior)  # the prior `run` decides single inputs by
+        calibration = {graph.output.name: entry} if entry else {}
         if self.write_lock:
             lock = lockmod.build_lock(
                 p, net.identities(), net.dataset.digest, net.dataset.source, graph.state(),
                 {k: round(v, 6) for k, v in sorted(metrics.items())},
                 {"iterations_run": iterations_run, "best_iteration": best_it, "stopped_early": stopped},
+                calibration,
             )
             lock_path, lock_note = _write_lock(lock_path, lock, log)
         result = TrainResult(
@@ -298,6 +307,8 @@ class Trainer:
             timing=net.client.timing_summary(wall),
         )
         summary = {**result.as_dict(), "config": config, "label_counts": labels}
+        if calibration:
+            summary["calibration"] = calibration
         cost = run_cost(p.models, result.usage)
         if cost is not None:
             summary["cost"] = cost
