@@ -45,13 +45,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from accuracy_protocol import DLN_METHODS, DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol  # noqa: E402
+from accuracy_medium_report import render_medium  # noqa: E402
+from accuracy_protocol import DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol, write_spec  # noqa: E402
 from accuracy_report import render  # noqa: E402
 from accuracy_runs import FINISHED, Results, annotate_row, failed_row, run_dln_row  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 DEFAULT_DLN2_TASKS = ("navigate", "subj", "disaster")
 DEFAULT_SEEDS = (1, 2)
+MEDIUM_SEEDS = (1, 2, 3)
 
 
 def machine() -> str:
@@ -84,8 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="small")
     ap.add_argument("--tasks", default="all", help="comma-separated tasks or 'all'")
-    ap.add_argument("--methods", default="all", help=f"comma-separated from {', '.join(METHODS)} or 'all'")
-    ap.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="training seeds, e.g. 1,2,3")
+    ap.add_argument("--methods", default="all",
+                    help="comma-separated rows of the protocol or 'all' (small and paper: "
+                    f"{', '.join(PROTOCOLS['small'].rows)}; medium: {', '.join(PROTOCOLS['medium'].rows)})")
+    ap.add_argument("--seeds", default=None,
+                    help="training seeds, e.g. 1,2,3 (default: 1,2; medium: 1,2,3)")
     ap.add_argument("--dln2-tasks", default=",".join(DEFAULT_DLN2_TASKS),
                     help="tasks DLN-2 runs on, or 'all'")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -97,11 +102,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--force", action="store_true", help="run rows again even if they are done")
     ap.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
     ap.add_argument("--annotate", action="store_true",
-                    help="add test label counts to finished DLN rows that lack them (replays cached calls)")
+                    help="add test label counts and per-example predictions to finished DLN rows that lack "
+                    "them (replays cached calls)")
+    ap.add_argument("--dry", action="store_true",
+                    help="print each planned row's predicted calls and CPU time, and the total; run nothing")
+    ap.add_argument("--rates", type=Path, default=None,
+                    help="--dry: results JSON whose rows give the seconds per call (default results/accuracy.json)")
     args = ap.parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    if args.seeds is None:
+        args.seeds = ",".join(map(str, MEDIUM_SEEDS if args.protocol == "medium" else DEFAULT_SEEDS))
     try:
         args.tasks = names(args.tasks, TASKS, "task")
-        args.methods = names(args.methods, tuple(METHODS), "method")
+        args.methods = names(args.methods, protocol.rows, "method")
         args.dln2_tasks = names(args.dln2_tasks, TASKS, "task")
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except (argparse.ArgumentTypeError, ValueError) as exc:
@@ -111,19 +124,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                  "(bbh/, ordered_prompt/, leopard/)")
     if args.out is None:
         suffix = "" if args.protocol == "small" else f"-{args.protocol}"
-        args.out = HERE / "results" / f"accuracy{suffix}.json"
+        args.out = HERE / "results" / f"{protocol.output_name or 'accuracy' + suffix}.json"
     if args.report and not args.out.is_file():
         ap.error(f"--report: no results at {args.out}; run the benchmark first")
-    missing = missing_dspy_modules(args.methods) if not (args.report or args.annotate) else []
+    missing = missing_dspy_modules(args.methods) if not (args.report or args.annotate or args.dry) else []
     if missing:
         ap.error(f"the DSPy rows need {', '.join(missing)}: pip install -e '.[dspy]'")
     return args
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
-    """Rows in run order: DLN methods seed by seed (a whole table per seed), then DSPy rows."""
-    rows = [(task, m, seed) for seed in args.seeds for task in args.tasks for m in DLN_METHODS
-            if m in args.methods and (m != "dln2" or task in args.dln2_tasks)]
+    """Rows in run order: DLN methods seed by seed (a whole table per seed), then DSPy rows.
+
+    Within a task the rows keep the protocol's order, so a calibrated row follows the row whose
+    calls it shares. Two-layer rows (DLN-2) run on ``--dln2-tasks`` only.
+    """
+    order = [m for m in PROTOCOLS[args.protocol].rows if m in args.methods and METHODS[m].variant != "dspy"]
+    rows = [(task, m, seed) for seed in args.seeds for task in args.tasks for m in order
+            if METHODS[m].variant != "-dln2" or task in args.dln2_tasks]
     rows += [(task, m, seed) for m in DSPY_METHODS if m in args.methods
              for seed in args.seeds for task in args.tasks]
     return rows
@@ -221,7 +239,28 @@ def header(args: argparse.Namespace, protocol: Protocol, previous: list[str]) ->
 def write_report(results: Results) -> None:
     results.doc["updated"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results.save()
-    results.path.with_suffix(".md").write_text(render(results.doc, results.rows()), encoding="utf-8")
+    medium = results.doc["protocol"].get("name") == "medium"
+    text = (render_medium if medium else render)(results.doc, results.rows())
+    results.path.with_suffix(".md").write_text(text, encoding="utf-8")
+
+
+def unavailable(task: str, method: str, protocol: Protocol, args: argparse.Namespace, scratch: Path) -> str | None:
+    """Why this dlnflow cannot build the row's spec (a setting it does not know yet), or ``None``.
+
+    Only rows with extra settings are checked, and only their settings are to blame: the same spec
+    without them must compile.
+    """
+    if not METHODS[method].sets:
+        return None
+    from dlnflow.core.errors import DlnflowError
+    from dlnflow.spec.compiler import compile_spec
+
+    spec = write_spec(task, method, protocol, 0, args.data_dir, scratch / "check")
+    try:
+        compile_spec(spec)
+    except DlnflowError as exc:
+        return f"this dlnflow does not accept the row's settings yet: {exc}"
+    return None
 
 
 def sanitize(text: str) -> str:
@@ -237,7 +276,7 @@ def annotate(args: argparse.Namespace, protocol: Protocol, results: Results) -> 
             row = results.doc["rows"].get(Results.key(task, method, seed))
             if METHODS[method].variant == "dspy" or not row or row.get("status") != "ok":
                 continue
-            if "test_predictions" in row and not args.force:
+            if "test_predictions" in row and "test_predicted" in row and not args.force:
                 continue
             results.put(annotate_row(row, protocol, args.data_dir, args.cache_dir, scratch, args.threads))
         write_report(results)
@@ -254,6 +293,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.annotate:
         return annotate(args, protocol, results)
+    if args.dry:
+        from accuracy_dry import dry_run
+
+        return dry_run(plan(args), protocol, args)
     results.doc.update(header(args, protocol, results.doc.get("planned", [])))
     scratch = Path(tempfile.mkdtemp(prefix="dlnflow-accuracy-"))
     runs_before = os.environ.get("DLNFLOW_RUNS_DIR")
@@ -267,6 +310,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
             clock = time.monotonic()
             print(f"[{datetime.now().strftime('%H:%M:%S')}] {task} {method} seed {seed} ...", flush=True)
+            why = unavailable(task, method, protocol, args, scratch)
+            if why is not None:  # not a failure: the row waits for the feature it needs
+                results.put({**failed_row(task, method, seed, "unavailable", sanitize(why)),
+                             "fingerprint": fingerprint})
+                print(f"    unavailable: {why[:160]}", flush=True)
+                continue
             try:
                 if METHODS[method].variant == "dspy":
                     row = run_dspy_row(task, method, seed, protocol, args, server, scratch)
