@@ -27,6 +27,7 @@ DSPy rows start llama.cpp's OpenAI-compatible server on 127.0.0.1 for their dura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shlex
@@ -106,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "them (replays cached calls)")
     ap.add_argument("--dry", action="store_true",
                     help="print each planned row's predicted calls and CPU time, and the total; run nothing")
+    ap.add_argument("--split", default=None, metavar="TRAIN,DEV,TEST",
+                    help="replace the protocol's split sizes on every task (a quick try-out; needs --out)")
     ap.add_argument("--rates", type=Path, default=None,
                     help="--dry: results JSON whose rows give the seconds per call (default results/accuracy.json)")
     args = ap.parse_args(argv)
@@ -122,6 +125,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.report and not args.data_dir.is_dir():
         ap.error(f"--data-dir {args.data_dir} is not a folder; point it at a copy of the shared data "
                  "(bbh/, ordered_prompt/, leopard/)")
+    if args.split is not None:
+        try:
+            sizes = tuple(int(n) for n in args.split.split(","))
+        except ValueError:
+            sizes = ()
+        if len(sizes) != 3 or min(sizes) < 1:
+            ap.error(f"--split {args.split}: give three positive sizes, e.g. 20,10,20")
+        if args.out is None:
+            ap.error("--split: give --out too, so the protocol's committed results are not replaced")
+        args.split = sizes
     if args.out is None:
         suffix = "" if args.protocol == "small" else f"-{args.protocol}"
         args.out = HERE / "results" / f"{protocol.output_name or 'accuracy' + suffix}.json"
@@ -131,6 +144,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if missing:
         ap.error(f"the DSPy rows need {', '.join(missing)}: pip install -e '.[dspy]'")
     return args
+
+
+def protocol_of(args: argparse.Namespace) -> Protocol:
+    """The chosen protocol, with ``--split`` applied to every task when given."""
+    protocol = PROTOCOLS[args.protocol]
+    if getattr(args, "split", None):
+        return dataclasses.replace(protocol, split=args.split, split_by_task={})
+    return protocol
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
@@ -259,7 +280,8 @@ def unavailable(task: str, method: str, protocol: Protocol, args: argparse.Names
     try:
         compile_spec(spec)
     except DlnflowError as exc:
-        return f"this dlnflow does not accept the row's settings yet: {exc}"
+        where = str(spec.parent) + os.sep
+        return f"this dlnflow does not accept the row's settings yet: {str(exc).replace(where, '')}"
     return None
 
 
@@ -286,7 +308,7 @@ def annotate(args: argparse.Namespace, protocol: Protocol, results: Results) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    protocol = PROTOCOLS[args.protocol]
+    protocol = protocol_of(args)
     results = Results(args.out, {})
     if args.report:
         write_report(results)

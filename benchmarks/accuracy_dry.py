@@ -11,6 +11,10 @@ share what the real runs share and nothing more:
   so its training calls count in full even where placeholders would make two rows coincide (a
   calibrated DLN-1 row decides differently from the plain one on real answers).
 
+Only the first seed of a row kind is planned: on placeholders a later seed asks for as many new
+calls (its batches and few-shot examples differ, their number does not), and a seed-free row
+(0-shot and its calibrated twin) replays the first seed's calls for free.
+
 A row whose settings this dlnflow does not know yet (calibration, demonstrations) is planned as
 its base row and marked so; a demonstrations row's time is scaled by the task's few-shot/0-shot
 ratio of seconds per call (its prompts carry examples).
@@ -135,6 +139,7 @@ def dry_run(rows: list[tuple[str, str, int]], protocol: Protocol, args: argparse
     source = getattr(args, "rates", None) or RATES_SOURCE
     rates = seconds_per_call(Path(source))
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    planned: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="dlnflow-accuracy-dry-") as scratch:
         planner = RowPlanner(protocol, args, Path(scratch))
         try:
@@ -144,12 +149,21 @@ def dry_run(rows: list[tuple[str, str, int]], protocol: Protocol, args: argparse
                 if METHODS[method].variant == "dspy":
                     print(f"{task} | {method} | {seed} | not planned (DSPy rows have no dry run) | | | |")
                     continue
-                got = planner.plan(task, method, seed)
+                first = planned.get((task, method))
+                if first is None:
+                    got = planned[(task, method)] = {**planner.plan(task, method, seed), "seed": seed}
+                elif METHODS[METHODS[method].settings_of].train_method == "none":
+                    got = {**first, "calls": 0, "range": (0, 0), "note": f"replays seed {first['seed']}"}
+                else:
+                    got = {**first, "note": f"as seed {first['seed']}"}
                 per_call = rate(rates, task, method)
                 seconds = got["calls"] * per_call
                 totals[method][0] += got["calls"]
                 totals[method][1] += seconds
-                note = f"planned as {got['planned_as']} (settings not in this dlnflow yet)" if got["planned_as"] else ""
+                notes = [got.get("note", "")]
+                if got["planned_as"]:
+                    notes.append(f"planned as {got['planned_as']} (settings not in this dlnflow yet)")
+                note = "; ".join(n for n in notes if n)
                 lo, hi = got["range"]
                 print(f"{task} | {method} | {seed} | {got['calls']} ({lo}-{hi}) | {got['cached']} | "
                       f"{per_call:.2f} | {seconds:.0f} | {note}", flush=True)

@@ -224,8 +224,22 @@ def test_dry_run_prints_calls_and_time_per_row_and_runs_nothing(
     out = capsys.readouterr().out
     # 0-shot evaluates dev (4) and test (6) once; seed 2 replays it; few-shot's prompts are new
     assert "navigate | zero-shot | 1 | 10 (10-10) | 0 | 0.50 | 5 |" in out
-    assert "navigate | zero-shot | 2 | 0 (0-0) | 0 | 0.50 | 0 |" in out
     assert "navigate | few-shot | 1 | 10 (10-10) | 0 | 1.00 | 10 |" in out
+    assert "navigate | few-shot | 2 | 10 (10-10) | 0 | 1.00 | 10 | as seed 1" in out  # other examples, as many
+    assert "navigate | zero-shot | 2 | 0 (0-0) | 0 | 0.50 | 0 | replays seed 1" in out
     dln1 = [line for line in out.splitlines() if line.startswith("navigate | dln1 | 1 |")]
     assert dln1 and "| 0.30 |" in dln1[0]
     assert "total |" in out and "h of one core" in out
+
+
+def test_split_override_needs_a_private_results_path(shared_data: Path, tmp_path: Path) -> None:
+    for bad in (["--split", "20,10,20"], ["--split", "20,10", "--out", str(tmp_path / "a.json")],
+                ["--split", "20,0,20", "--out", str(tmp_path / "a.json")]):
+        with pytest.raises(SystemExit) as err:
+            accuracy.parse_args(["--protocol", "medium", "--data-dir", str(shared_data), *bad])
+        assert err.value.code == 2
+    args = accuracy.parse_args(["--protocol", "medium", "--data-dir", str(shared_data), "--split", "20,10,20",
+                                "--out", str(tmp_path / "a.json")])
+    protocol = accuracy.protocol_of(args)
+    assert protocol.split_for("navigate") == protocol.split_for("mpqa") == (20, 10, 20)
+    assert protocol.fingerprint("mpqa", "dln1") != ap.MEDIUM.fingerprint("mpqa", "dln1")
