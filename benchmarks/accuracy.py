@@ -73,6 +73,13 @@ def names(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return got
 
 
+def selectable(protocol: Protocol) -> tuple[str, ...]:
+    """Rows ``--methods`` may name: the protocol's, and any base method it has settings for (medium
+    has no plain DLN-2 row, but ``--methods dln2`` runs one)."""
+    extra = [m.name for m in METHODS.values() if not m.sets and m.name in protocol.settings]
+    return tuple(dict.fromkeys([*protocol.rows, *extra]))
+
+
 def missing_dspy_modules(methods: list[str]) -> list[str]:
     """Modules the chosen DSPy methods import that are not installed (MIPROv2 needs optuna)."""
     import importlib.util
@@ -117,7 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = ",".join(map(str, MEDIUM_SEEDS if args.protocol == "medium" else DEFAULT_SEEDS))
     try:
         args.tasks = names(args.tasks, TASKS, "task")
-        args.methods = names(args.methods, protocol.rows, "method")
+        args.methods = names(args.methods, selectable(protocol), "method") if args.methods != "all" \
+            else list(protocol.rows)
         args.dln2_tasks = names(args.dln2_tasks, TASKS, "task")
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except (argparse.ArgumentTypeError, ValueError) as exc:
@@ -160,7 +168,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     Within a task the rows keep the protocol's order, so a calibrated row follows the row whose
     calls it shares. Two-layer rows (DLN-2) run on ``--dln2-tasks`` only.
     """
-    order = [m for m in PROTOCOLS[args.protocol].rows if m in args.methods and METHODS[m].variant != "dspy"]
+    order = [m for m in selectable(PROTOCOLS[args.protocol]) if m in args.methods and METHODS[m].variant != "dspy"]
     rows = [(task, m, seed) for seed in args.seeds for task in args.tasks for m in order
             if METHODS[m].variant != "-dln2" or task in args.dln2_tasks]
     rows += [(task, m, seed) for m in DSPY_METHODS if m in args.methods

@@ -179,7 +179,8 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
 
 def render_medium(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     proto = doc["protocol"]
-    order = [m for m in proto["rows"] if any(r["method"] == m for r in rows)]
+    present = {r["method"] for r in rows}
+    order = [m for m in dict.fromkeys([*proto["rows"], *METHODS]) if m in present]
     lines = [
         "# Accuracy, medium protocol: which methods beat 0-shot and few-shot, with paired intervals",
         "",

@@ -130,6 +130,11 @@ def test_medium_splits_fit_the_data_and_the_plan_has_every_row(shared_data: Path
     assert "dln1-cal" not in small.methods and small.out.name == "accuracy.json"
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--methods", "dln1-cal", "--data-dir", str(shared_data)])  # not a small row
+    # a plain base row may be named in medium (to compare with its calibrated twin), not one without settings
+    assert accuracy.parse_args(["--protocol", "medium", "--methods", "dln2", "--data-dir", str(shared_data)]).methods \
+        == ["dln2"]
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--protocol", "medium", "--methods", "ape", "--data-dir", str(shared_data)])
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -164,12 +169,13 @@ def test_report_pairs_rows_with_0_shot_and_few_shot_and_counts_wins() -> None:
 
 
 def test_best_configuration_wins_are_counted_when_its_interval_is_above_zero() -> None:
-    rows = [row("zero-shot", 1, ["No"] * 20, 0.5), row("few-shot", 1, ["No"] * 20, 0.5),
+    rows = [row("zero-shot", 1, ["No"] * 20, 0.5), row("few-shot", 1, list(GOLD), 0.5),
             row("zero-shot-cal", 1, list(GOLD), 0.9)]
     md = render_medium({"protocol": ap.MEDIUM.describe(), "updated": "now", "command": "c", "machine": "m",
                         "model": "g", "seeds": [1], "planned": [], "rows": {}}, rows)
     assert "plain 0-shot with the paired 95% CI above zero on **1 of 1** tasks with results (navigate)" in md
-    assert "plain few-shot with the paired 95% CI above zero on **1 of 1** tasks with results (navigate)" in md
+    # as good as few-shot on every example: a tie is not a win
+    assert "plain few-shot with the paired 95% CI above zero on **0 of 1** tasks with results (none)" in md
 
 
 # -- runs ------------------------------------------------------------------------------------------
