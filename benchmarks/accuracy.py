@@ -12,6 +12,18 @@ runs them again; a row made under other settings is run again too).
 Protocols (see ``accuracy_protocol.py``): ``small`` (default) is sized for a 2-core machine;
 ``paper`` uses the paper's settings (batch 20, 20 iterations, 20 candidates, 5 hidden samples,
 validation every 2) for bigger models and machines; it writes ``accuracy-paper.json`` / ``.md``.
+``medium`` (``accuracy_medium.json`` / ``.md``) is the one that can tell methods apart: dev 100 and
+test 200 (BBH: train/dev/test 40/60/150 of its 250 examples), seeds 1-3, rows 0-shot, few-shot,
+DLN-1 (each also calibrated), DLN-1 with demonstrations (calibrated) and DLN-2 (calibrated), each
+row's test predictions kept example by example, and paired bootstrap intervals against 0-shot and
+few-shot (``accuracy_stats.py``, ``accuracy_medium_report.py``).
+
+Sizing of ``medium`` (``--dry`` prints it row by row; ``accuracy_dry.py`` says how): about 26,800 new model calls
+and 3.0 hours of one core (181 CPU minutes; DLN-2's nine rows 67 of them) for the 177 rows on an
+empty cache, at CPU seconds per call measured on the small table's rows (``--threads 1``, load
+3-10). Measured again on 2026-12-03 (``nice -n 15``, load 10-22): 1.76 times those rates on five
+small rows of navigate and date_understanding, i.e. about 5.3 hours at that load
+(``--rate-scale 1.76``). The table and the method are in ``benchmarks/README.md``.
 
 Run from the project root::
 
@@ -19,6 +31,7 @@ Run from the project root::
     python benchmarks/accuracy.py --tasks navigate,subj --methods dln1,ape --seeds 1
     python benchmarks/accuracy.py --methods copro --tasks mpqa      # DSPy (needs the dspy extra)
     python benchmarks/accuracy.py --report                          # only rewrite the markdown
+    python benchmarks/accuracy.py --protocol medium --dry           # predicted calls and CPU per row
 
 DLN-2 runs on ``--dln2-tasks`` (default navigate, subj, disaster; ``all`` for every task).
 DSPy rows start llama.cpp's OpenAI-compatible server on 127.0.0.1 for their duration.
@@ -47,7 +60,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from accuracy_medium_report import render_medium  # noqa: E402
-from accuracy_protocol import DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol, write_spec  # noqa: E402
+from accuracy_protocol import (  # noqa: E402
+    DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol, unaccepted_settings)
 from accuracy_report import render  # noqa: E402
 from accuracy_runs import FINISHED, Results, annotate_row, failed_row, run_dln_row  # noqa: E402
 from machine import cpu_model  # noqa: E402
@@ -118,6 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="replace the protocol's split sizes on every task (a quick try-out; needs --out)")
     ap.add_argument("--rates", type=Path, default=None,
                     help="--dry: results JSON whose rows give the seconds per call (default results/accuracy.json)")
+    ap.add_argument("--rate-scale", type=float, default=1.0,
+                    help="--dry: multiply those seconds per call (e.g. 1.74, measured on a busier machine)")
     args = ap.parse_args(argv)
     protocol = PROTOCOLS[args.protocol]
     if args.seeds is None:
@@ -273,26 +289,6 @@ def write_report(results: Results) -> None:
     results.path.with_suffix(".md").write_text(text, encoding="utf-8")
 
 
-def unavailable(task: str, method: str, protocol: Protocol, args: argparse.Namespace, scratch: Path) -> str | None:
-    """Why this dlnflow cannot build the row's spec (a setting it does not know yet), or ``None``.
-
-    Only rows with extra settings are checked, and only their settings are to blame: the same spec
-    without them must compile.
-    """
-    if not METHODS[method].sets:
-        return None
-    from dlnflow.core.errors import DlnflowError
-    from dlnflow.spec.compiler import compile_spec
-
-    spec = write_spec(task, method, protocol, 0, args.data_dir, scratch / "check")
-    try:
-        compile_spec(spec)
-    except DlnflowError as exc:
-        where = str(spec.parent) + os.sep
-        return f"this dlnflow does not accept the row's settings yet: {str(exc).replace(where, '')}"
-    return None
-
-
 def sanitize(text: str) -> str:
     """Keep this machine's paths out of committed error messages."""
     return text.replace(str(ROOT), ".").replace(str(ROOT.parent), "..").replace(str(Path.home()), "~")
@@ -340,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             clock = time.monotonic()
             print(f"[{datetime.now().strftime('%H:%M:%S')}] {task} {method} seed {seed} ...", flush=True)
-            why = unavailable(task, method, protocol, args, scratch)
+            why = unaccepted_settings(task, method, protocol, args.data_dir, scratch / "check")
             if why is not None:  # not a failure: the row waits for the feature it needs
                 results.put({**failed_row(task, method, seed, "unavailable", sanitize(why)),
                              "fingerprint": fingerprint})

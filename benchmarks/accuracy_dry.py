@@ -138,12 +138,14 @@ def dry_run(rows: list[tuple[str, str, int]], protocol: Protocol, args: argparse
 
     source = getattr(args, "rates", None) or RATES_SOURCE
     rates = seconds_per_call(Path(source))
+    scale = float(getattr(args, "rate_scale", 1.0) or 1.0)
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     planned: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="dlnflow-accuracy-dry-") as scratch:
         planner = RowPlanner(protocol, args, Path(scratch))
         try:
-            print(f"dry run of {len(rows)} rows, protocol {protocol.name}; seconds per call from {source}")
+            print(f"dry run of {len(rows)} rows, protocol {protocol.name}; seconds per call from {source}"
+                  f"{f' x {scale:g}' if scale != 1.0 else ''}")
             print("task | row | seed | new calls (range never-always) | cached | s/call | CPU s | note")
             for task, method, seed in rows:
                 if METHODS[method].variant == "dspy":
@@ -156,7 +158,7 @@ def dry_run(rows: list[tuple[str, str, int]], protocol: Protocol, args: argparse
                     got = {**first, "calls": 0, "range": (0, 0), "note": f"replays seed {first['seed']}"}
                 else:
                     got = {**first, "note": f"as seed {first['seed']}"}
-                per_call = rate(rates, task, method)
+                per_call = rate(rates, task, method) * scale
                 seconds = got["calls"] * per_call
                 totals[method][0] += got["calls"]
                 totals[method][1] += seconds

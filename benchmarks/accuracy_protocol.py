@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,23 @@ def write_spec(task: str, method: str, protocol: Protocol, seed: int, data_dir: 
     doc = spec_document(task, method, protocol, seed, data_dir, threads)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
+
+
+def unaccepted_settings(task: str, method: str, protocol: Protocol, data_dir: Path, folder: Path) -> str | None:
+    """Why this dlnflow cannot build the row's spec (a setting it does not know yet), or ``None``.
+
+    Only rows with extra settings are checked, and only their settings are to blame: the same spec
+    without them compiles.
+    """
+    if not METHODS[method].sets:
+        return None
+    from dlnflow.core.errors import DlnflowError
+    from dlnflow.spec.compiler import compile_spec
+
+    spec = write_spec(task, method, protocol, 0, data_dir, folder)
+    try:
+        compile_spec(spec)
+    except DlnflowError as exc:
+        where = str(spec.parent) + os.sep
+        return f"this dlnflow does not accept the row's settings yet: {str(exc).replace(where, '')}"
+    return None
