@@ -177,6 +177,18 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def replay_check(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows whose kept test predictions do not give the test accuracy the trainer reported (the
+    predictions are a replay of the final evaluation: they must agree)."""
+    off = []
+    for r in rows:
+        if r.get("status") == "ok" and r.get("test_predicted") is not None and r.get("test") is not None:
+            right = sum(p == g for p, g in zip(r["test_predicted"], r["test_gold"], strict=True))
+            if abs(right / max(1, len(r["test_gold"])) - r["test"]) > 1e-6:
+                off.append(f"{r['task']}/{r['method']}/{r['seed']}")
+    return [f"- rows whose kept predictions disagree with their test accuracy: {', '.join(off) or 'none'}"]
+
+
 def render_medium(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     proto = doc["protocol"]
     present = {r["method"] for r in rows}
@@ -224,7 +236,7 @@ def render_medium(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "Columns as in `accuracy.md`: *own* counts each different request of a run once (its cost on an",
         "empty cache); *real calls* are this run's cache misses.", "",
         *cost_table(rows, order), "",
-        "## Checks", "", *consistency(rows), "",
+        "## Checks", "", *consistency(rows), *replay_check(rows), "",
         "## Run time", "", *run_time(rows), "",
         "## Missing, unavailable or failed rows", "", *missing(doc), "",
     ]

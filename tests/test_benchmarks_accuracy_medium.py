@@ -166,6 +166,9 @@ def test_report_pairs_rows_with_0_shot_and_few_shot_and_counts_wins() -> None:
             "DLN-1 calibrated 100.0 |") in md
     assert "on **0 of 1** tasks with results (none); goal 5 of 8: not decided: tasks missing" in md
     assert "Test labels (20 examples): No 10, Yes 10" in md
+    assert "disagree with their test accuracy: none" in md  # these rows carry test None: not checked
+    rows[0]["test"] = 0.9  # the 0-shot row says 90% but its predictions give 50%
+    assert "disagree with their test accuracy: navigate/zero-shot/1" in render_medium(doc, rows)
 
 
 def test_best_configuration_wins_are_counted_when_its_interval_is_above_zero() -> None:
