@@ -133,7 +133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rates", type=Path, default=None,
                     help="--dry: results JSON whose rows give the seconds per call (default results/accuracy.json)")
     ap.add_argument("--rate-scale", type=float, default=1.0,
-                    help="--dry: multiply those seconds per call (e.g. 1.74, measured on a busier machine)")
+                    help="--dry: multiply those seconds per call (e.g. 1.76, measured on a busier machine)")
     args = ap.parse_args(argv)
     protocol = PROTOCOLS[args.protocol]
     if args.seeds is None:
