@@ -12,6 +12,18 @@ runs them again; a row made under other settings is run again too).
 Protocols (see ``accuracy_protocol.py``): ``small`` (default) is sized for a 2-core machine;
 ``paper`` uses the paper's settings (batch 20, 20 iterations, 20 candidates, 5 hidden samples,
 validation every 2) for bigger models and machines; it writes ``accuracy-paper.json`` / ``.md``.
+``medium`` (``accuracy_medium.json`` / ``.md``) is the one that can tell methods apart: dev 100 and
+test 200 (BBH: train/dev/test 40/60/150 of its 250 examples), seeds 1-3, rows 0-shot, few-shot,
+DLN-1 (each also calibrated), DLN-1 with demonstrations (calibrated) and DLN-2 (calibrated), each
+row's test predictions kept example by example, and paired bootstrap intervals against 0-shot and
+few-shot (``accuracy_stats.py``, ``accuracy_medium_report.py``).
+
+Sizing of ``medium`` (``--dry`` prints it row by row; ``accuracy_dry.py`` says how): about 26,800 new model calls
+and 3.0 hours of one core (181 CPU minutes; DLN-2's nine rows 67 of them) for the 177 rows on an
+empty cache, at CPU seconds per call measured on the small table's rows (``--threads 1``, load
+3-10). Measured again on 2026-12-03 (``nice -n 15``, load 10-22): 1.76 times those rates on five
+small rows of navigate and date_understanding, i.e. about 5.3 hours at that load
+(``--rate-scale 1.76``). The table and the method are in ``benchmarks/README.md``.
 
 Run from the project root::
 
@@ -19,6 +31,7 @@ Run from the project root::
     python benchmarks/accuracy.py --tasks navigate,subj --methods dln1,ape --seeds 1
     python benchmarks/accuracy.py --methods copro --tasks mpqa      # DSPy (needs the dspy extra)
     python benchmarks/accuracy.py --report                          # only rewrite the markdown
+    python benchmarks/accuracy.py --protocol medium --dry           # predicted calls and CPU per row
 
 DLN-2 runs on ``--dln2-tasks`` (default navigate, subj, disaster; ``all`` for every task).
 DSPy rows start llama.cpp's OpenAI-compatible server on 127.0.0.1 for their duration.
@@ -27,6 +40,7 @@ DSPy rows start llama.cpp's OpenAI-compatible server on 127.0.0.1 for their dura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shlex
@@ -45,13 +59,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from accuracy_protocol import DLN_METHODS, DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol  # noqa: E402
+from accuracy_medium_report import render_medium  # noqa: E402
+from accuracy_protocol import (  # noqa: E402
+    DSPY_METHODS, METHODS, PROTOCOLS, ROOT, TASKS, Protocol, unaccepted_settings)
 from accuracy_report import render  # noqa: E402
 from accuracy_runs import FINISHED, Results, annotate_row, failed_row, run_dln_row  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 DEFAULT_DLN2_TASKS = ("navigate", "subj", "disaster")
 DEFAULT_SEEDS = (1, 2)
+MEDIUM_SEEDS = (1, 2, 3)
 
 
 def machine() -> str:
@@ -70,6 +87,13 @@ def names(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return got
 
 
+def selectable(protocol: Protocol) -> tuple[str, ...]:
+    """Rows ``--methods`` may name: the protocol's, and any base method it has settings for (medium
+    has no plain DLN-2 row, but ``--methods dln2`` runs one)."""
+    extra = [m.name for m in METHODS.values() if not m.sets and m.name in protocol.settings]
+    return tuple(dict.fromkeys([*protocol.rows, *extra]))
+
+
 def missing_dspy_modules(methods: list[str]) -> list[str]:
     """Modules the chosen DSPy methods import that are not installed (MIPROv2 needs optuna)."""
     import importlib.util
@@ -84,8 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="small")
     ap.add_argument("--tasks", default="all", help="comma-separated tasks or 'all'")
-    ap.add_argument("--methods", default="all", help=f"comma-separated from {', '.join(METHODS)} or 'all'")
-    ap.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="training seeds, e.g. 1,2,3")
+    ap.add_argument("--methods", default="all",
+                    help="comma-separated rows of the protocol or 'all' (small and paper: "
+                    f"{', '.join(PROTOCOLS['small'].rows)}; medium: {', '.join(PROTOCOLS['medium'].rows)})")
+    ap.add_argument("--seeds", default=None,
+                    help="training seeds, e.g. 1,2,3 (default: 1,2; medium: 1,2,3)")
     ap.add_argument("--dln2-tasks", default=",".join(DEFAULT_DLN2_TASKS),
                     help="tasks DLN-2 runs on, or 'all'")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -97,11 +124,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--force", action="store_true", help="run rows again even if they are done")
     ap.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
     ap.add_argument("--annotate", action="store_true",
-                    help="add test label counts to finished DLN rows that lack them (replays cached calls)")
+                    help="add test label counts and per-example predictions to finished DLN rows that lack "
+                    "them (replays cached calls)")
+    ap.add_argument("--dry", action="store_true",
+                    help="print each planned row's predicted calls and CPU time, and the total; run nothing")
+    ap.add_argument("--split", default=None, metavar="TRAIN,DEV,TEST",
+                    help="replace the protocol's split sizes on every task (a quick try-out; needs --out)")
+    ap.add_argument("--rates", type=Path, default=None,
+                    help="--dry: results JSON whose rows give the seconds per call (default results/accuracy.json)")
+    ap.add_argument("--rate-scale", type=float, default=1.0,
+                    help="--dry: multiply those seconds per call (e.g. 1.76, measured on a busier machine)")
     args = ap.parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    if args.seeds is None:
+        args.seeds = ",".join(map(str, MEDIUM_SEEDS if args.protocol == "medium" else DEFAULT_SEEDS))
     try:
         args.tasks = names(args.tasks, TASKS, "task")
-        args.methods = names(args.methods, tuple(METHODS), "method")
+        args.methods = names(args.methods, selectable(protocol), "method") if args.methods != "all" \
+            else list(protocol.rows)
         args.dln2_tasks = names(args.dln2_tasks, TASKS, "task")
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except (argparse.ArgumentTypeError, ValueError) as exc:
@@ -109,21 +149,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.report and not args.data_dir.is_dir():
         ap.error(f"--data-dir {args.data_dir} is not a folder; point it at a copy of the shared data "
                  "(bbh/, ordered_prompt/, leopard/)")
+    if args.split is not None:
+        try:
+            sizes = tuple(int(n) for n in args.split.split(","))
+        except ValueError:
+            sizes = ()
+        if len(sizes) != 3 or min(sizes) < 1:
+            ap.error(f"--split {args.split}: give three positive sizes, e.g. 20,10,20")
+        if args.out is None:
+            ap.error("--split: give --out too, so the protocol's committed results are not replaced")
+        args.split = sizes
     if args.out is None:
         suffix = "" if args.protocol == "small" else f"-{args.protocol}"
-        args.out = HERE / "results" / f"accuracy{suffix}.json"
+        args.out = HERE / "results" / f"{protocol.output_name or 'accuracy' + suffix}.json"
     if args.report and not args.out.is_file():
         ap.error(f"--report: no results at {args.out}; run the benchmark first")
-    missing = missing_dspy_modules(args.methods) if not (args.report or args.annotate) else []
+    missing = missing_dspy_modules(args.methods) if not (args.report or args.annotate or args.dry) else []
     if missing:
         ap.error(f"the DSPy rows need {', '.join(missing)}: pip install -e '.[dspy]'")
     return args
 
 
+def protocol_of(args: argparse.Namespace) -> Protocol:
+    """The chosen protocol, with ``--split`` applied to every task when given."""
+    protocol = PROTOCOLS[args.protocol]
+    if getattr(args, "split", None):
+        return dataclasses.replace(protocol, split=args.split, split_by_task={})
+    return protocol
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
-    """Rows in run order: DLN methods seed by seed (a whole table per seed), then DSPy rows."""
-    rows = [(task, m, seed) for seed in args.seeds for task in args.tasks for m in DLN_METHODS
-            if m in args.methods and (m != "dln2" or task in args.dln2_tasks)]
+    """Rows in run order: DLN methods seed by seed (a whole table per seed), then DSPy rows.
+
+    Within a task the rows keep the protocol's order, so a calibrated row follows the row whose
+    calls it shares. Two-layer rows (DLN-2) run on ``--dln2-tasks`` only.
+    """
+    order = [m for m in selectable(PROTOCOLS[args.protocol]) if m in args.methods and METHODS[m].variant != "dspy"]
+    rows = [(task, m, seed) for seed in args.seeds for task in args.tasks for m in order
+            if METHODS[m].variant != "-dln2" or task in args.dln2_tasks]
     rows += [(task, m, seed) for m in DSPY_METHODS if m in args.methods
              for seed in args.seeds for task in args.tasks]
     return rows
@@ -221,7 +284,9 @@ def header(args: argparse.Namespace, protocol: Protocol, previous: list[str]) ->
 def write_report(results: Results) -> None:
     results.doc["updated"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results.save()
-    results.path.with_suffix(".md").write_text(render(results.doc, results.rows()), encoding="utf-8")
+    medium = results.doc["protocol"].get("name") == "medium"
+    text = (render_medium if medium else render)(results.doc, results.rows())
+    results.path.with_suffix(".md").write_text(text, encoding="utf-8")
 
 
 def sanitize(text: str) -> str:
@@ -237,7 +302,7 @@ def annotate(args: argparse.Namespace, protocol: Protocol, results: Results) -> 
             row = results.doc["rows"].get(Results.key(task, method, seed))
             if METHODS[method].variant == "dspy" or not row or row.get("status") != "ok":
                 continue
-            if "test_predictions" in row and not args.force:
+            if "test_predictions" in row and "test_predicted" in row and not args.force:
                 continue
             results.put(annotate_row(row, protocol, args.data_dir, args.cache_dir, scratch, args.threads))
         write_report(results)
@@ -247,13 +312,17 @@ def annotate(args: argparse.Namespace, protocol: Protocol, results: Results) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    protocol = PROTOCOLS[args.protocol]
+    protocol = protocol_of(args)
     results = Results(args.out, {})
     if args.report:
         write_report(results)
         return 0
     if args.annotate:
         return annotate(args, protocol, results)
+    if args.dry:
+        from accuracy_dry import dry_run
+
+        return dry_run(plan(args), protocol, args)
     results.doc.update(header(args, protocol, results.doc.get("planned", [])))
     scratch = Path(tempfile.mkdtemp(prefix="dlnflow-accuracy-"))
     runs_before = os.environ.get("DLNFLOW_RUNS_DIR")
@@ -267,6 +336,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
             clock = time.monotonic()
             print(f"[{datetime.now().strftime('%H:%M:%S')}] {task} {method} seed {seed} ...", flush=True)
+            why = unaccepted_settings(task, method, protocol, args.data_dir, scratch / "check")
+            if why is not None:  # not a failure: the row waits for the feature it needs
+                results.put({**failed_row(task, method, seed, "unavailable", sanitize(why)),
+                             "fingerprint": fingerprint})
+                print(f"    unavailable: {why[:160]}", flush=True)
+                continue
             try:
                 if METHODS[method].variant == "dspy":
                     row = run_dspy_row(task, method, seed, protocol, args, server, scratch)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dlnflow.spec.overrides import set_setting
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT / "pipelines"
@@ -51,15 +54,27 @@ PAPER: dict[str, dict[str, float | None]] = {
 
 @dataclass(frozen=True)
 class Method:
-    """A row kind of the table: which spec variant it trains and with which dlnflow method."""
+    """A row kind of the table: which spec variant it trains and with which dlnflow method.
+
+    ``base`` names the method whose protocol settings the row uses (itself when empty), and
+    ``sets`` are extra spec settings as ``--set`` takes them, written into the spec copy;
+    ``{output}`` in a setting's name stands for the spec's output (last) layer.
+    """
 
     name: str
     label: str
     variant: str  # "" (one layer), "-dln2" (two layers) or "dspy"
     train_method: str  # dlnflow's train.method, or the DSPy optimizer's name
+    base: str = ""
+    sets: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def settings_of(self) -> str:
+        """The method whose entry in a protocol's ``settings`` this row uses."""
+        return self.base or self.name
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
+BASE_METHODS: tuple[Method, ...] = (
     Method("zero-shot", "0-shot", "", "none"),
     Method("few-shot", "few-shot (5)", "", "fewshot"),
     Method("ape", "APE", "", "ape"),
@@ -67,9 +82,31 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("dln2", "DLN-2", "-dln2", "vi"),
     Method("copro", "DSPy COPRO", "dspy", "copro"),
     Method("mipro", "DSPy MIPROv2", "dspy", "mipro"),
-)}
+)
+# The medium protocol's rows that add settings to a base method: plain data, name -> (base, settings).
+CALIBRATED = ("layers.{output}.output.calibration", "batch")
+DEMOS = ("layers.{output}.demos.k", 4)
+DERIVED_ROWS: dict[str, tuple[str, str, tuple[tuple[str, Any], ...]]] = {
+    "zero-shot-cal": ("0-shot calibrated", "zero-shot", (CALIBRATED,)),
+    "few-shot-cal": ("few-shot calibrated", "few-shot", (CALIBRATED,)),
+    "dln1-cal": ("DLN-1 calibrated", "dln1", (CALIBRATED,)),
+    "dln1-demos-cal": ("DLN-1 + demos calibrated", "dln1", (CALIBRATED, DEMOS)),
+    "dln2-cal": ("DLN-2 calibrated", "dln2", (CALIBRATED,)),
+}
+
+
+def derived(name: str, label: str, base: str, sets: tuple[tuple[str, Any], ...]) -> Method:
+    b = next(m for m in BASE_METHODS if m.name == base)
+    return Method(name, label, b.variant, b.train_method, base, sets)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    *BASE_METHODS, *(derived(name, *row) for name, row in DERIVED_ROWS.items()))}
 DLN_METHODS = tuple(n for n, m in METHODS.items() if m.variant != "dspy")
 DSPY_METHODS = tuple(n for n, m in METHODS.items() if m.variant == "dspy")
+ORIGINAL_ROWS = tuple(m.name for m in BASE_METHODS)
+MEDIUM_ROWS = ("zero-shot", "zero-shot-cal", "few-shot", "few-shot-cal", "dln1", "dln1-cal", "dln1-demos-cal",
+               "dln2-cal")
 
 
 @dataclass(frozen=True)
@@ -87,6 +124,8 @@ class Protocol:
     hidden_max_tokens: int | None = None
     dspy: dict[str, dict[str, Any]] = field(default_factory=dict)
     dspy_time_cap: float = 900.0
+    rows: tuple[str, ...] = ORIGINAL_ROWS
+    output_name: str = ""  # results file name without suffix ("" : accuracy-<name>)
 
     def split_for(self, task: str) -> tuple[int, int, int]:
         return self.split_by_task.get(task, self.split)
@@ -98,7 +137,9 @@ class Protocol:
         if METHODS[method].variant == "dspy":
             out["dspy"] = self.dspy.get(method, {})  # the time cap is left out: it changes no result
         else:
-            out["train"] = self.settings.get(method, {})
+            out["train"] = self.settings.get(METHODS[method].settings_of, {})
+            if METHODS[method].sets:
+                out["sets"] = [list(kv) for kv in METHODS[method].sets]
             if METHODS[method].variant == "-dln2":
                 out["hidden_max_tokens"] = self.hidden_max_tokens
         return out
@@ -150,7 +191,31 @@ PAPER_PROTOCOL = Protocol(
     dspy_time_cap=7200.0,
 )
 
-PROTOCOLS = {"small": SMALL, "paper": PAPER_PROTOCOL}
+BBH_TASKS = ("hyperbaton", "navigate", "date_understanding", "logical_deduction_seven_objects")
+
+# BBH tasks have 250 examples in all: test gets 150 (the paired differences this protocol is for
+# shrink with the test size), dev 60 (it only chooses among a few candidates), train 40 (enough for
+# batches of 8, five few-shot examples and four demonstrations). The others draw dev and test from
+# their own files (mpqa, subj, trec) or a pool of 5430 (disaster): train 100, dev 100, test 200.
+MEDIUM = Protocol(
+    name="medium",
+    split=(100, 100, 200),
+    split_by_task=dict.fromkeys(BBH_TASKS, (40, 60, 150)),
+    settings={
+        "zero-shot": {},
+        "few-shot": {"few_shot": 5},
+        # one dev validation per run (at the last iteration): with dev at 60-100 examples each
+        # validation costs as much as the whole training (see the sizing in benchmarks/README.md)
+        "dln1": {"iterations": 3, "batch_size": 8, "prompt_candidates": 3, "validate_every": 3},
+        "dln2": {"iterations": 2, "batch_size": 6, "prompt_candidates": 3, "hidden_samples": 2,
+                 "validate_every": 2},
+    },
+    hidden_max_tokens=32,
+    rows=MEDIUM_ROWS,
+    output_name="accuracy_medium",
+)
+
+PROTOCOLS = {"small": SMALL, "paper": PAPER_PROTOCOL, "medium": MEDIUM}
 
 
 def spec_document(task: str, method: str, protocol: Protocol, seed: int, data_dir: Path,
@@ -167,7 +232,7 @@ def spec_document(task: str, method: str, protocol: Protocol, seed: int, data_di
     data["path"] = str((data_dir / TASK_DATA[task]).resolve())
     data["split"] = {**data.get("split", {}), "train": train_n, "dev": dev_n, "test": test_n}
     train = {k: v for k, v in doc.get("train", {}).items() if k in ("backward_model",)}
-    train.update(protocol.settings.get(method, {}))
+    train.update(protocol.settings.get(METHODS[method].settings_of, {}))
     train["method"] = "none" if METHODS[method].variant == "dspy" else METHODS[method].train_method
     train["seed"] = seed
     doc["train"] = train
@@ -179,7 +244,15 @@ def spec_document(task: str, method: str, protocol: Protocol, seed: int, data_di
     if variant == "-dln2" and protocol.hidden_max_tokens is not None:
         for layer in doc["layers"][:-1]:
             layer.setdefault("generate", {})["max_tokens"] = protocol.hidden_max_tokens
+    for key, value in row_settings(method, doc):
+        set_setting(doc, key, value)
     return doc
+
+
+def row_settings(method: str, doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The row's extra settings with ``{output}`` resolved to the spec's output (last) layer."""
+    output = doc["layers"][-1]["name"]
+    return [(key.replace("{output}", output), value) for key, value in METHODS[method].sets]
 
 
 def write_spec(task: str, method: str, protocol: Protocol, seed: int, data_dir: Path, folder: Path,
@@ -190,3 +263,23 @@ def write_spec(task: str, method: str, protocol: Protocol, seed: int, data_dir: 
     doc = spec_document(task, method, protocol, seed, data_dir, threads)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
+
+
+def unaccepted_settings(task: str, method: str, protocol: Protocol, data_dir: Path, folder: Path) -> str | None:
+    """Why this dlnflow cannot build the row's spec (a setting it does not know yet), or ``None``.
+
+    Only rows with extra settings are checked, and only their settings are to blame: the same spec
+    without them compiles.
+    """
+    if not METHODS[method].sets:
+        return None
+    from dlnflow.core.errors import DlnflowError
+    from dlnflow.spec.compiler import compile_spec
+
+    spec = write_spec(task, method, protocol, 0, data_dir, folder)
+    try:
+        compile_spec(spec)
+    except DlnflowError as exc:
+        where = str(spec.parent) + os.sep
+        return f"this dlnflow does not accept the row's settings yet: {str(exc).replace(where, '')}"
+    return None

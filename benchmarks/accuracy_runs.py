@@ -79,11 +79,18 @@ class DistinctRequests:
                 "distinct_completion_tokens": sum(c for _, c in self.seen.values())}
 
 
-def label_counts(net: Any) -> dict[str, dict[str, int]]:
-    """Test predictions and targets counted by label (replays the final test evaluation from the cache)."""
+def label_counts(net: Any) -> dict[str, Any]:
+    """Test predictions and targets, counted by label and example by example (in test order).
+
+    Replays the final test evaluation from the cache (``Network.evaluate``, which decides classes
+    exactly as the trainer's own test evaluation did), so it costs no model calls.
+    """
     evaluation = net.evaluate("test")
+    targets = [e.target for e in net.dataset.test]
     return {"test_predictions": dict(Counter(evaluation.predictions)),
-            "test_targets": dict(Counter(e.target for e in net.dataset.test))}
+            "test_targets": dict(Counter(targets)),
+            "test_predicted": list(evaluation.predictions),
+            "test_gold": targets}
 
 
 def annotate_row(row: dict[str, Any], protocol: Protocol, data_dir: Path, cache_dir: Path, scratch: Path,
