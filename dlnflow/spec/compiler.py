@@ -297,6 +297,7 @@ def _layer(spec: dict[str, Any], is_last: bool, models: list[str]) -> Layer:
     if "stop" in generate:
         generate["stop"] = tuple(generate["stop"])
     classes = spec.get("output", {}).get("classes")
+    demos = _dict(spec.get("demos"))
     return Layer(
         name=spec["name"],
         inputs=tuple(spec.get("inputs", [INPUT])),
@@ -306,6 +307,8 @@ def _layer(spec: dict[str, Any], is_last: bool, models: list[str]) -> Layer:
         trainable=spec.get("trainable", True),
         decoding=Decoding(**generate),
         classes=tuple(classes) if classes else None,
+        demo_k=int(demos.get("k", 0)),
+        demo_seed=demos.get("seed"),
     )
 
 

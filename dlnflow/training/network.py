@@ -20,6 +20,7 @@ from dlnflow.core.errors import LockError
 from dlnflow.data.dataset import Dataset, load_dataset
 from dlnflow.lockfile import lock as lockmod
 from dlnflow.lockfile.best_run import BestRun, apply_best_run
+from dlnflow.optim.demos import ensure_demos
 from dlnflow.runtime.cache import CallCache, default_cache_dir
 from dlnflow.runtime.client import Budget, CacheMode, Client
 from dlnflow.runtime.remote import open_tier, remote_from_env
@@ -80,6 +81,8 @@ class Network:
     def dataset(self) -> Dataset:
         if self._dataset is None:
             self._dataset = load_dataset(self.pipeline.data, self.pipeline.graph.output.classes)
+            # layers that learn demonstrations start from their first draw (a lock replaces it)
+            ensure_demos(self.pipeline.graph, self._dataset.train, self.pipeline.train.seed)
         return self._dataset
 
     def identities(self) -> dict[str, dict[str, Any]]:
@@ -144,7 +147,8 @@ class Network:
         if data is None:
             self.lock_note = f"no lock file at {path.name}; using the prompts written in the spec"
             return []
-        drifted = lockmod.drift(self.pipeline, data, self.identities(), self.dataset.digest)
+        drifted = lockmod.drift(self.pipeline, data, self.identities(), self.dataset.digest,
+                                 self.dataset.train)
         if drifted and strict:
             raise LockError(f"{path.name} does not match the spec (--strict): " + "; ".join(drifted))
         self.pipeline.graph.load_state(lockmod.learned_state(data), strict=True)
