@@ -101,22 +101,25 @@ def parse_demos(value: Any) -> tuple[Demo, ...]:
     return tuple(out)
 
 
-def demo_block(template: Template, demo: Demo, input_names: Sequence[str], input_name: str = "x") -> str:
-    """One demonstration as the template renders an example, then its target.
+def demo_block(template: Template, demo: Demo, input_names: Sequence[str], input_name: str = "x"
+               ) -> tuple[str, str]:
+    """One demonstration as the template renders an example, then its target; and the separator the
+    template puts between its instruction and an example (so blocks are spaced the template's way).
 
     >>> t = Template.from_spec("classify_forward")
-    >>> print(demo_block(t, Demo.of("cat", "blue"), ["x"]))
-    Input: cat
-    Answer: blue
+    >>> sep, block = demo_block(t, Demo.of("cat", "blue"), ["x"])
+    >>> sep, block
+    ('\\n\\n', 'Input: cat\\nAnswer: blue')
     """
     values = {name: (demo.input if name == input_name else "") for name in input_names}
     pairs = [(input_name, demo.input)] if input_name in values else []
     text = template.render(prompt=_MARK, inputs=pairs, **values)
     body = text.split(_MARK, 1)[1] if _MARK in text else text
-    return body.strip() + " " + demo.target.strip()
+    sep = body[: len(body) - len(body.lstrip())] or "\n\n"
+    return sep, body.strip() + " " + demo.target.strip()
 
 
-def with_demos(prompt: str, blocks: Sequence[str]) -> str:
+def with_demos(prompt: str, blocks: Sequence[str], sep: str = "\n\n") -> str:
     """The instruction followed by the rendered demonstrations (what the template gets as ``prompt``).
 
     >>> with_demos("Do it.", ["Input: a\\nAnswer: b"])
@@ -124,5 +127,5 @@ def with_demos(prompt: str, blocks: Sequence[str]) -> str:
     """
     if not blocks:
         return prompt
-    shown = "\n\n".join(blocks)
-    return f"{prompt.rstrip()}\n\n{shown}" if prompt.strip() else shown
+    shown = sep.join(blocks)
+    return f"{prompt.rstrip()}{sep}{shown}" if prompt.strip() else shown

@@ -80,8 +80,10 @@ class Layer:
         pairs = [(name, values[name]) for name in self.inputs]
         variables: dict[str, Any] = dict(pairs)
         text = self.prompt if prompt is None else prompt
-        blocks = [demo_block(self.template, d, self.inputs) for d in self.demos]
-        return self.template.render(prompt=with_demos(text, blocks), inputs=pairs, **variables)
+        rendered = [demo_block(self.template, d, self.inputs) for d in self.demos]
+        sep = rendered[0][0] if rendered else ""
+        text = with_demos(text, [block for _, block in rendered], sep)
+        return self.template.render(prompt=text, inputs=pairs, **variables)
 
     def generate_request(self, context: str, temperature: float | None = None, **kw: Any) -> Request:
         d = self.decoding

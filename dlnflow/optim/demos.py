@@ -8,8 +8,10 @@ iteration proposes
 - the current pair;
 - rewrites of the instruction, each shown with the current demonstrations;
 - swaps: the current instruction with 1..k of its demonstrations replaced by other training
-  examples (of the same class where the layer classifies, so a balanced set stays balanced;
-  never an example of the batch being scored, which would grade a candidate on its own answers);
+  examples, never one of the batch being scored (which would grade a candidate on its own
+  answers). Where the layer classifies, every other swap (the 1st, 3rd, ...) replaces a
+  demonstration by one of the same class, so a balanced set can stay balanced; the others take
+  any class, so an unbalanced set can change its mix;
 - remembered instructions (best on dev so far) with the current demonstrations.
 
 Swaps take the slots that example-carrying candidates take for layers without demonstrations,
@@ -132,7 +134,7 @@ def demo_candidates(ctx: Any, layer: Layer, layer_index: int, shown: Sequence[Sh
                                                                     layer_index)
     exclude = {example_id(e.input, e.target) for e in batch}
     swaps = [swap_demos(layer.demos, ctx.pool, exclude, rng_for(t.seed, iteration, layer_index + 1, SWAP_BASE + j),
-                        same_target=layer.is_classifier) for j in range(n_swaps)]
+                        same_target=layer.is_classifier and j % 2 == 0) for j in range(n_swaps)]
     current = layer.demos
     return unique_candidates([
         Candidate(layer.prompt, current),
