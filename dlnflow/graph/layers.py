@@ -75,15 +75,18 @@ class Layer:
     def learns_demos(self) -> bool:
         return self.demo_k > 0
 
+    def instruction_text(self, prompt: str | None = None) -> str:
+        """What the template receives as ``prompt``: the instruction, then the demonstrations."""
+        text = self.prompt if prompt is None else prompt
+        rendered = [demo_block(self.template, d, self.inputs) for d in self.demos]
+        sep = rendered[0][0] if rendered else ""
+        return with_demos(text, [block for _, block in rendered], sep)
+
     def render(self, values: dict[str, str], prompt: str | None = None) -> str:
         """The full text sent to the model for one example (instruction, demonstrations, input)."""
         pairs = [(name, values[name]) for name in self.inputs]
         variables: dict[str, Any] = dict(pairs)
-        text = self.prompt if prompt is None else prompt
-        rendered = [demo_block(self.template, d, self.inputs) for d in self.demos]
-        sep = rendered[0][0] if rendered else ""
-        text = with_demos(text, [block for _, block in rendered], sep)
-        return self.template.render(prompt=text, inputs=pairs, **variables)
+        return self.template.render(prompt=self.instruction_text(prompt), inputs=pairs, **variables)
 
     def generate_request(self, context: str, temperature: float | None = None, **kw: Any) -> Request:
         d = self.decoding
@@ -180,7 +183,8 @@ class Graph:
             if unexpected:
                 parts.append("unexpected: " + ", ".join(unexpected))
             raise LockError("learned prompts do not fit this graph (" + "; ".join(parts) + ")")
-        demos = {name: parse_demos(value) for name, value in state.items() if name in own and name.endswith("." + DEMOS)}
+        demos = {name: parse_demos(value) for name, value in state.items()
+                 if name in own and name.endswith("." + DEMOS)}
         for name, value in state.items():
             if name in own:
                 layer_name, kind = name.rsplit(".", 1)

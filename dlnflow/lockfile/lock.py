@@ -376,8 +376,9 @@ def drift(
     Models missing from ``model_identities`` are not compared (the caller may not want to
     load them); everything else is: layers, templates, initial prompts, models, data, loss
     and every hyperparameter. With the ``train`` split given, every locked demonstration must still
-    be one of its examples, by id and text (:func:`dlnflow.lockfile.demos.demos_drift`). A lock written by a sweep is compared with the spec as its best
-    run saw it (the run's seed and grid settings applied).
+    be one of its examples, by id and text (:func:`dlnflow.lockfile.demos.demos_drift`). A lock
+    written by a sweep is compared with the spec as its best run saw it (the run's seed and grid
+    settings applied).
     """
     pipeline, problems = _sweep_view(pipeline, lock)
     if any("no longer fit" in p for p in problems):

@@ -97,7 +97,7 @@ def swap_demos(demos: Sequence[Demo], pool: Sequence[Example], exclude: set[str]
         return tuple(demos)
     taken = {d.id for d in demos} | set(exclude)
     free = [to_demo(e) for e in pool]
-    free = [d for d in dict((d.id, d) for d in free).values() if d.id not in taken]
+    free = [d for d in {d.id: d for d in free}.values() if d.id not in taken]
     n = int(rng.integers(1, len(demos) + 1))
     positions = sorted(int(i) for i in rng.choice(len(demos), size=n, replace=False))
     out = list(demos)
