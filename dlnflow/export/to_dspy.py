@@ -13,9 +13,9 @@ predictors in the graph's order. A layer's learned demonstrations are written in
 after the learned prompt, as dlnflow renders them (:meth:`Layer.instruction_text`). The program
 carries its own adapter, which renders every prompt exactly as dlnflow's forward template does.
 To make sure of that, the exporter turns each template into a list of parts (literal text, the
-prompt, an input, the labelled inputs block) and renders both ways on sample inputs before writing (:func:`check_rendering`); a
-template that cannot be expressed that way (filters, conditions, loops of its own) is an
-error located at its ``/layers/<i>/template`` (:mod:`dlnflow.export.templates`).
+prompt, an input, the labelled inputs block) and renders both ways on sample inputs before
+writing (:func:`check_rendering`); a template that cannot be expressed that way (filters,
+conditions, loops of its own) is an error located at its ``/layers/<i>/template`` (:mod:`dlnflow.export.templates`).
 """
 
 from __future__ import annotations
