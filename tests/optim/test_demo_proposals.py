@@ -59,7 +59,7 @@ def make(method: str = "dln1", k: int = 2, **train: object) -> tuple[TrainContex
 
 
 def test_first_draw_is_balanced_and_seeded() -> None:
-    # mutation tried: drawing without taking turns over targets gave 3 blue + 1 red for this seed
+    # mutation tried: taking the first k of one shuffled list (no turns over targets) failed the balance
     for seed in range(6):
         demos = first_draw(POOL, 4, seed)
         assert sorted(d.target for d in demos) == ["blue", "blue", "red", "red"]
