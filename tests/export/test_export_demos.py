@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from exporting import load_program, locked_spec
+from exporting import PIPELINES, load_program, locked_spec
 
 from dlnflow.export.to_dspy import export_dspy, plan_export, render_files
 from dlnflow.graph.demos import Demo, demos_text
@@ -14,7 +15,11 @@ from dlnflow.spec.compiler import compile_spec
 
 DEMOS = (Demo.of("cat", "blue"), Demo.of("mango", "red"))
 LEARNED = {"answer.prompt": "Animals or fruits?", "answer.demos": demos_text(DEMOS)}
-WITH_DEMOS = ("    output: {classes: [blue, red]}\n", "    output: {classes: [blue, red]}\n    demos: {k: 2}\n")
+_QUICK = (PIPELINES / "quickstart.yaml").read_text(encoding="utf-8")
+_LOCKED_K = re.search(r"(?m)^    demos: \{k: \d+\}\n", _QUICK)
+WITH_DEMOS = ((_LOCKED_K.group(0), "    demos: {k: 2}\n") if _LOCKED_K else
+              ("    output: {classes: [blue, red]}\n", "    output: {classes: [blue, red]}\n    demos: {k: 2}\n"))
+"""The quickstart with ``demos: {k: 2}`` on its output layer (whether or not it learns demonstrations already)."""
 
 
 def test_demonstrations_are_part_of_the_exported_instruction(tmp_path: Path) -> None:
