@@ -129,3 +129,11 @@ def test_a_lock_with_malformed_demonstrations_is_a_located_error(trained: tuple[
     path.write_text(path.read_text().replace("    demos:\n", "    demos:\n    - just text\n", 1))
     with pytest.raises(LockError, match=r"tiny\.lock\.yaml:\d+:\d+: demonstrations must be a list"):
         lockmod.read_lock(path)
+
+
+def test_status_text_lists_the_learned_demonstrations(trained: tuple[Path, dict[str, Any]]) -> None:
+    spec, lock = trained
+    result = CliRunner().invoke(cli, ["status", str(spec)])
+    assert result.exit_code == 0, result.output
+    shown = ", ".join(f"{d['input']!r} -> {d['target']!r}" for d in lock["layers"]["answer"]["demos"])
+    assert f"  answer demonstrations: {shown}" in result.stdout
