@@ -32,6 +32,7 @@ from dlnflow.core.example import Example
 from dlnflow.graph.demos import Demo, example_id
 from dlnflow.graph.layers import Graph, Layer
 from dlnflow.optim.common import Proposer, Shown, rng_for
+from dlnflow.optim.context import TrainContext
 
 SWAP_BASE = 2000
 """Candidate indices of swaps start here (rewrites use 1..n, example candidates 1000+)."""
@@ -121,12 +122,9 @@ def unique_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
-def demo_candidates(ctx: Any, layer: Layer, layer_index: int, shown: Sequence[Shown], iteration: int,
+def demo_candidates(ctx: TrainContext, layer: Layer, layer_index: int, shown: Sequence[Shown], iteration: int,
                     batch: Sequence[Example]) -> list[Candidate]:
-    """The candidates of a layer that learns demonstrations (see the module docstring).
-
-    ``ctx`` is the optimizer's :class:`~dlnflow.optim.context.TrainContext`.
-    """
+    """The candidates of a layer that learns demonstrations (see the module docstring)."""
     t = ctx.train
     n_swaps = min(t.example_candidates, max(t.prompt_candidates - 1, 0))
     n_rewrites = max(t.prompt_candidates - 1 - n_swaps, 0)

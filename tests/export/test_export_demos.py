@@ -16,7 +16,7 @@ from dlnflow.spec.compiler import compile_spec
 DEMOS = (Demo.of("cat", "blue"), Demo.of("mango", "red"))
 LEARNED = {"answer.prompt": "Animals or fruits?", "answer.demos": demos_text(DEMOS)}
 _QUICK = (PIPELINES / "quickstart.yaml").read_text(encoding="utf-8")
-_LOCKED_K = re.search(r"(?m)^    demos: \{k: \d+\}\n", _QUICK)
+_LOCKED_K = re.search(r"(?m)^    demos: \{k: \d+\}.*\n", _QUICK)
 WITH_DEMOS = ((_LOCKED_K.group(0), "    demos: {k: 2}\n") if _LOCKED_K else
               ("    output: {classes: [blue, red]}\n", "    output: {classes: [blue, red]}\n    demos: {k: 2}\n"))
 """The quickstart with ``demos: {k: 2}`` on its output layer (whether or not it learns demonstrations already)."""

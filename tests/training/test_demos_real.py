@@ -26,13 +26,13 @@ def test_quickstart_with_demonstrations_locks_them_and_replays_with_zero_calls(t
     if "demos:" not in text:
         text = text.replace("    output: {classes: [blue, red]}\n",
                             "    output: {classes: [blue, red]}\n    demos: {k: 2}\n")
-    text, n = re.subn(r"(?m)^  (prompt_candidates|example_candidates|batch_size): \d+$",
-                      lambda m: f"  {m.group(1)}: " + {"prompt_candidates": "2", "example_candidates": "1",
-                                                       "batch_size": "4"}[m.group(1)], text)
-    assert n == 3
+    cheaper = {"prompt_candidates": "2", "example_candidates": "1", "batch_size": "4", "iterations": "1"}
+    text, n = re.subn(r"(?m)^  (prompt_candidates|example_candidates|batch_size|iterations): \d+$",
+                      lambda m: f"  {m.group(1)}: {cheaper[m.group(1)]}", text)
+    assert n == 4
     spec.write_text(text, encoding="utf-8")
     env = {"DLNFLOW_RUNS_DIR": str(tmp_path / "runs"), "DLNFLOW_CACHE_DIR": str(tmp_path / "cache")}
-    args = ["--json", "train", str(spec), "--iterations", "1"]
+    args = ["--json", "train", str(spec)]
     first = CliRunner().invoke(cli, args, env=env)
     assert first.exit_code == 0, first.output
     lock_path = tmp_path / "quickstart.lock.yaml"
