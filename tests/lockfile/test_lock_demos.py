@@ -137,3 +137,13 @@ def test_status_text_lists_the_learned_demonstrations(trained: tuple[Path, dict[
     assert result.exit_code == 0, result.output
     shown = ", ".join(f"{d['input']!r} -> {d['target']!r}" for d in lock["layers"]["answer"]["demos"])
     assert f"  answer demonstrations: {shown}" in result.stdout
+
+
+def test_a_sweeps_demos_setting_may_come_from_its_lock() -> None:
+    # mutation tried: without "demos." in the allow-list, eval of a sweep over demos.k refused the setting
+    # and then failed to load the locked demonstrations
+    from dlnflow.lockfile.allowlist import split_overrides
+
+    spec = {"layers": [{"name": "answer"}]}
+    applied, training, refused = split_overrides({"layers.answer.demos.k": 4, "train.seed": 1}, spec)
+    assert (applied, training, refused) == ({"layers.answer.demos.k": 4}, {"train.seed": 1}, {})
