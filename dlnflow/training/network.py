@@ -146,6 +146,9 @@ class Network:
         data = lockmod.read_lock(path)
         if data is None:
             self.lock_note = f"no lock file at {path.name}; using the prompts written in the spec"
+            if any(layer.learns_demos for layer in self.pipeline.graph):
+                _ = self.dataset  # loading the data draws the first demonstrations, as training starts from
+                self.lock_note += " and the first draw of demonstrations from train"
             return []
         drifted = lockmod.drift(self.pipeline, data, self.identities(), self.dataset.digest,
                                  self.dataset.train)

@@ -147,3 +147,16 @@ def test_a_sweeps_demos_setting_may_come_from_its_lock() -> None:
     spec = {"layers": [{"name": "answer"}]}
     applied, training, refused = split_overrides({"layers.answer.demos.k": 4, "train.seed": 1}, spec)
     assert (applied, training, refused) == ({"layers.answer.demos.k": 4}, {"train.seed": 1}, {})
+
+
+def test_without_a_lock_run_shows_the_first_draw_as_training_starts(standin: StandIn, tmp_path: Path) -> None:
+    # mutation tried: use_lock returning before the data was loaded made `run` show no demonstrations
+    spec = write_spec(tmp_path, layers=DEMO_LAYER)
+    result = invoke("run", str(spec), "--input", "zebra")
+    assert result.exit_code == 0, result.output
+    with dlnflow.load(spec) as net:
+        first = net.pipeline.graph.output
+        _ = net.dataset
+        assert len(first.demos) == 2
+        context = first.render({"x": "zebra"})
+    assert any(r.prompt == context for r in standin.log)
