@@ -31,6 +31,6 @@ def lock_status(net: Network) -> dict[str, Any]:
     data = read_lock(path)
     if data is None:
         return {"lock": str(path), "exists": False, "drift": [], "clean": False}
-    drifted = drift(net.pipeline, data, net.identities(), net.dataset.digest)
+    drifted = drift(net.pipeline, data, net.identities(), net.dataset.digest, net.dataset.train)
     return {"lock": str(path), "exists": True, "drift": drifted, "clean": not drifted,
             "metrics": data.get("metrics", {}), "layers": data.get("layers", {})}

@@ -63,4 +63,14 @@ def _check(a: AppContext, spec: Path) -> tuple[dict[str, Any], str]:
     if payload["drift"]:
         return payload, f"{path.name} drifted from the spec:\n" + "\n".join(f"  - {d}" for d in payload["drift"])
     return payload, f"{path.name} matches the spec; learned prompts:\n" + "\n".join(
-        f"  {name}: {layer.get('prompt', '')!r}" for name, layer in sorted(layers.items()))
+        _layer_lines(name, layer) for name, layer in sorted(layers.items()))
+
+
+def _layer_lines(name: str, layer: dict[str, Any]) -> str:
+    """A layer's learned prompt and, when it learned them, its demonstrations (input -> target)."""
+    text = f"  {name}: {layer.get('prompt', '')!r}"
+    demos = layer.get("demos")
+    if isinstance(demos, list) and demos:
+        shown = ", ".join(f"{d.get('input')!r} -> {d.get('target')!r}" for d in demos if isinstance(d, dict))
+        text += f"\n  {name} demonstrations: {shown}"
+    return text

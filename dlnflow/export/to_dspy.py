@@ -9,12 +9,13 @@ files (:func:`export_dspy`); :mod:`dlnflow.export.program` turns the plan into P
 Each layer becomes one ``dspy.Signature`` whose instruction is the learned prompt (from the
 lock file beside the spec when there is one, else the spec's prompt), with one input field
 per layer input and one output field named after the layer; the ``dspy.Module`` chains the
-predictors in the graph's order. The program carries its own adapter, which renders every
-prompt exactly as dlnflow's forward template does. To make sure of that, the exporter turns
-each template into a list of parts (literal text, the prompt, an input, the labelled inputs
-block) and renders both ways on sample inputs before writing (:func:`check_rendering`); a
-template that cannot be expressed that way (filters, conditions, loops of its own) is an
-error located at its ``/layers/<i>/template`` (:mod:`dlnflow.export.templates`).
+predictors in the graph's order. A layer's learned demonstrations are written into its instruction,
+after the learned prompt, as dlnflow renders them (:meth:`Layer.instruction_text`). The program
+carries its own adapter, which renders every prompt exactly as dlnflow's forward template does.
+To make sure of that, the exporter turns each template into a list of parts (literal text, the
+prompt, an input, the labelled inputs block) and renders both ways on sample inputs before
+writing (:func:`check_rendering`); a template that cannot be expressed that way (filters,
+conditions, loops of its own) is an error located at its ``/layers/<i>/template`` (:mod:`dlnflow.export.templates`).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _layer_plan(pipeline: Pipeline, layer: Layer, fields: dict[str, str], file: 
     return LayerPlan(
         name=layer.name, index=index, field=fields[layer.name],
         fields={n: INPUT if n == INPUT else fields[n] for n in layer.inputs},
-        template=layer.template.name or "inline", parts=parts, instruction=layer.prompt, read=read,
+        template=layer.template.name or "inline", parts=parts, instruction=layer.instruction_text(), read=read,
         classes=tuple(layer.classes) if layer.classes else None, model=layer.model,
         decoding=_decoding(layer, read), trainable=layer.trainable,
     )
@@ -176,6 +177,14 @@ def _warnings(pipeline: Pipeline, layers: list[LayerPlan], models: dict[str, dic
                    "configured LM unless you give a predictor its own: program.<layer>.lm = make_lm(..., "
                    "spec_model=...)")
     out += calibration_warnings(pipeline)
+    for layer in pipeline.graph:
+        if layer.learns_demos and not layer.demos:
+            out.append(f"layer {layer.name!r} learns demonstrations, but no lock holds them yet: the program is "
+                       "exported without them (train first)")
+        if layer.demos:
+            out.append(f"layer {layer.name!r}: its {len(layer.demos)} learned demonstrations are written into its "
+                       "instruction, after the learned prompt, exactly as dlnflow renders them (plain text, not "
+                       "DSPy demos: DSPy optimizers that replace demos will not see them as demos)")
     for plan in layers:
         if plan.read == "label":
             out.append(f"layer {plan.name!r}: its classes share their first characters, so they are read from "
@@ -247,8 +256,8 @@ def check_rendering(plan: ExportPlan, pipeline: Pipeline, file: str | None = Non
         layer = pipeline.graph.layer(plan_layer.name)
         for k, sample in enumerate(SAMPLES):
             values = {name: f"{sample} ({name})" for name in layer.inputs}
-            prompt = plan_layer.instruction if k % 2 == 0 else SAMPLES[-1 - k]
-            if render(layer.name, values, prompt) != layer.render(values, prompt=prompt):
+            prompt = layer.prompt if k % 2 == 0 else SAMPLES[-1 - k]
+            if render(layer.name, values, layer.instruction_text(prompt)) != layer.render(values, prompt=prompt):
                 raise _located(pipeline, file, f"/layers/{plan_layer.index}/template",
                                f"layer {layer.name!r}: the exported program would not render this template "
                                "exactly as dlnflow does", "use a built-in template or plain substitutions")

@@ -20,6 +20,7 @@ from dlnflow.core.backend import Request
 from dlnflow.core.errors import LockError
 from dlnflow.core.protocols import Caller
 from dlnflow.graph import calibration as calib
+from dlnflow.graph.demos import DEMOS, Demo, demo_block, demos_text, parse_demos, with_demos
 from dlnflow.graph.templates import Template
 
 INPUT = "x"
@@ -39,7 +40,9 @@ class Decoding:
 class Layer:
     """One language layer: ``template(prompt, inputs) -> model -> text``.
 
-    ``prompt`` is the learnable parameter; ``initial_prompt`` is what the spec said.
+    ``prompt`` is the learnable parameter; ``initial_prompt`` is what the spec said. A layer with
+    ``demo_k > 0`` also learns ``demos``: that many training examples shown before the input
+    (:mod:`dlnflow.graph.demos`); ``demo_seed`` seeds their first draw (``None``: the run's seed).
     """
 
     name: str
@@ -53,6 +56,9 @@ class Layer:
     initial_prompt: str = ""
     calibration: str = calib.DEFAULT
     prior: tuple[float, ...] | None = None  # fixed calibration prior (from the lock file); see graph.calibration
+    demo_k: int = 0
+    demos: tuple[Demo, ...] = ()
+    demo_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not self.initial_prompt:
@@ -67,11 +73,22 @@ class Layer:
         """What follows the rendered context for each class (a leading space, as a word would)."""
         return tuple(" " + c for c in self.classes or ())
 
+    @property
+    def learns_demos(self) -> bool:
+        return self.demo_k > 0
+
+    def instruction_text(self, prompt: str | None = None) -> str:
+        """What the template receives as ``prompt``: the instruction, then the demonstrations."""
+        text = self.prompt if prompt is None else prompt
+        rendered = [demo_block(self.template, d, self.inputs) for d in self.demos]
+        sep = rendered[0][0] if rendered else ""
+        return with_demos(text, [block for _, block in rendered], sep)
+
     def render(self, values: dict[str, str], prompt: str | None = None) -> str:
-        """The full text sent to the model for one example."""
+        """The full text sent to the model for one example (instruction, demonstrations, input)."""
         pairs = [(name, values[name]) for name in self.inputs]
         variables: dict[str, Any] = dict(pairs)
-        return self.template.render(prompt=self.prompt if prompt is None else prompt, inputs=pairs, **variables)
+        return self.template.render(prompt=self.instruction_text(prompt), inputs=pairs, **variables)
 
     def generate_request(self, context: str, temperature: float | None = None, **kw: Any) -> Request:
         d = self.decoding
@@ -138,14 +155,21 @@ class Graph:
 
     # -- parameters, nn.Module style -------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, str]]:
-        """``(dotted name, prompt)`` of every trainable layer, in graph order."""
+        """``(dotted name, value)`` of every trainable layer's prompt (and demonstrations), in graph order."""
         for layer in self.layers:
             if layer.trainable:
                 yield f"{layer.name}.prompt", layer.prompt
+                if layer.learns_demos:
+                    yield f"{layer.name}.{DEMOS}", demos_text(layer.demos)
 
     def state(self) -> dict[str, str]:
-        """Every layer's prompt by dotted name (trainable or not)."""
-        return {f"{layer.name}.prompt": layer.prompt for layer in self.layers}
+        """Every layer's prompt (and demonstrations, as JSON text) by dotted name (trainable or not)."""
+        out: dict[str, str] = {}
+        for layer in self.layers:
+            out[f"{layer.name}.prompt"] = layer.prompt
+            if layer.learns_demos:
+                out[f"{layer.name}.{DEMOS}"] = demos_text(layer.demos)
+        return out
 
     def load_state(self, state: dict[str, str], strict: bool = True) -> tuple[list[str], list[str]]:
         """Set prompts from ``state``; return ``(missing, unexpected)`` names.
@@ -163,9 +187,15 @@ class Graph:
             if unexpected:
                 parts.append("unexpected: " + ", ".join(unexpected))
             raise LockError("learned prompts do not fit this graph (" + "; ".join(parts) + ")")
-        for name, prompt in state.items():
+        demos = {name: parse_demos(value) for name, value in state.items()
+                 if name in own and name.endswith("." + DEMOS)}
+        for name, value in state.items():
             if name in own:
-                self.layer(name.rsplit(".", 1)[0]).prompt = prompt
+                layer_name, kind = name.rsplit(".", 1)
+                if kind == DEMOS:
+                    self.layer(layer_name).demos = demos[name]
+                else:
+                    self.layer(layer_name).prompt = value
         return missing, unexpected
 
     # -- forward -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Which settings a lock file may carry into ``eval`` and ``run``: an explicit allow-list.
 
 A sweep records in its lock every setting its best run replaced. Of those, inference takes only
-the ones listed here (a layer's prompt, template, inputs, trainable flag, decoding and output
-settings; ``loss``; how the data is read and split). Everything else is refused and named,
+the ones listed here (a layer's prompt, template, inputs, trainable flag, decoding, output and
+demonstration settings; ``loss``; how the data is read and split). Everything else is refused and named,
 above all ``models.*`` and a layer's ``model``: a lock file is data a team commits and reviews,
 so it never decides which model answers, where requests go or which credentials they carry.
 
@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 TRAINING_ONLY = "train."
-LAYER_SETTINGS = ("prompt", "template", "inputs", "trainable", "generate.", "output.")
-"""What of a layer a lock may set (``generate.`` and ``output.``: every setting below them)."""
+LAYER_SETTINGS = ("prompt", "template", "inputs", "trainable", "generate.", "output.", "demos.")
+"""What of a layer a lock may set (``generate.``, ``output.`` and ``demos.``: every setting below them)."""
 OTHER_SETTINGS = ("loss", "data.input", "data.target", "data.labels", "data.split.")
 REFUSED_WHY = ("a lock file may not choose models, endpoints, backends or credentials; "
                "only the spec and the command line do")

@@ -23,7 +23,7 @@ schema: 1
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +34,9 @@ from dlnflow._util.plain import plain
 from dlnflow._version import __version__
 from dlnflow.core.bounded import SPEC_BYTES, BoundsError, compose_yaml, load_yaml, read_regular
 from dlnflow.core.errors import InputError, LockError, Problem, WriteError
+from dlnflow.core.example import Example
+from dlnflow.graph.demos import demos_text, parse_demos
+from dlnflow.lockfile.demos import demos_drift, demos_k_drift, lock_demos
 from dlnflow.lockfile.allowlist import refused_line, split_overrides
 from dlnflow.spec.loader import conflict_problems
 from dlnflow.spec.overrides import apply_overrides
@@ -75,7 +78,7 @@ def build_lock(
     layers it does not name keep their current prompt. ``calibration`` maps a layer name to its
     ``{method, prior}`` (see :func:`dlnflow.graph.calibration.lock_entry`)."""
     names = {layer.name for layer in pipeline.graph}
-    unknown = sorted(k for k in learned if k.removesuffix(".prompt") not in names)
+    unknown = sorted(k for k in learned if k.removesuffix(".prompt").removesuffix(".demos") not in names)
     if unknown:
         raise ValueError(f"learned prompts for layers that do not exist: {', '.join(unknown)}")
     layers: dict[str, Any] = {}
@@ -90,6 +93,8 @@ def build_lock(
             entry["classes"] = list(layer.classes)
         if calibration and calibration.get(layer.name):
             entry["calibration"] = plain(calibration[layer.name])
+        if layer.learns_demos:
+            entry["demos"] = lock_demos(learned.get(f"{layer.name}.demos"), layer.demos)
         layers[layer.name] = entry
     return {
         "schema": SCHEMA,
@@ -185,6 +190,7 @@ def _expect(path: Path, text: str, value: Any, pointer: list[str], kind: type, w
 
 def _validate(path: Path, text: str, lock: Any) -> dict[str, Any]:
     _expect(path, text, lock, [], dict, "a mapping")
+    _validate_demos(path, text, lock)
     if lock.get("schema") != SCHEMA:
         raise _lock_error(path, text, ["schema"], f"lock schema {lock.get('schema')!r} is not supported "
                           f"(this dlnflow reads schema {SCHEMA})", "train again to rewrite the lock")
@@ -205,6 +211,17 @@ def _validate(path: Path, text: str, lock: Any) -> dict[str, Any]:
         _expect(path, text, lock["data"]["split"], ["data", "split"], dict, 'a "split" mapping')
     _validate_sweep(path, text, lock)
     return lock
+
+
+def _validate_demos(path: Path, text: str, lock: dict[str, Any]) -> None:
+    layers = lock.get("layers")
+    for name, entry in (layers.items() if isinstance(layers, dict) else []):
+        if isinstance(entry, dict) and "demos" in entry:
+            try:
+                parse_demos(entry["demos"])
+            except LockError as exc:
+                raise _lock_error(path, text, ["layers", str(name), "demos"], str(exc),
+                                  "delete the lock and train again to rewrite it") from None
 
 
 def _validate_sweep(path: Path, text: str, lock: dict[str, Any]) -> None:
@@ -259,8 +276,14 @@ def _check_conflicts(path: Path, text: str) -> None:
 
 
 def learned_state(lock: dict[str, Any]) -> dict[str, str]:
-    """The lock's prompts as ``{"<layer>.prompt": prompt}`` for :meth:`Graph.load_state`."""
-    return {f"{name}.prompt": entry["prompt"] for name, entry in lock.get("layers", {}).items()}
+    """The lock's prompts as ``{"<layer>.prompt": prompt}`` (and ``{"<layer>.demos": JSON text}`` for
+    layers that learned demonstrations) for :meth:`Graph.load_state`."""
+    out = {}
+    for name, entry in lock.get("layers", {}).items():
+        out[f"{name}.prompt"] = entry["prompt"]
+        if "demos" in entry:
+            out[f"{name}.demos"] = demos_text(parse_demos(entry["demos"]))
+    return out
 
 
 def calibration_entries(lock: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -313,6 +336,7 @@ def _layer_drift(pipeline: Pipeline, locked: dict[str, Any]) -> list[str]:
         if classes and locked_method != layer.calibration:
             lines.append(f"calibration of layer {name!r}: {locked_method!r} -> {layer.calibration!r}"
                          + (" (the locked prior is not used)" if locked_method != "none" else ""))
+        lines += demos_k_drift(name, entry, layer.demo_k)
     return lines
 
 
@@ -365,13 +389,16 @@ def _sweep_view(pipeline: Pipeline, lock: dict[str, Any]) -> tuple[Pipeline, lis
 
 def drift(
     pipeline: Pipeline, lock: dict[str, Any], model_identities: dict[str, dict[str, Any]], data_digest: str,
+    train: Sequence[Example] | None = None,
 ) -> list[str]:
     """Human lines naming what changed since ``lock`` was written (empty: the lock matches).
 
     Models missing from ``model_identities`` are not compared (the caller may not want to
     load them); everything else is: layers, templates, initial prompts, models, data, loss
-    and every hyperparameter. A lock written by a sweep is compared with the spec as its best
-    run saw it (the run's seed and grid settings applied).
+    and every hyperparameter. With the ``train`` split given, every locked demonstration must still
+    be one of its examples, by id and text (:func:`dlnflow.lockfile.demos.demos_drift`). A lock
+    written by a sweep is compared with the spec as its best run saw it (the run's seed and grid
+    settings applied).
     """
     pipeline, problems = _sweep_view(pipeline, lock)
     if any("no longer fit" in p for p in problems):
@@ -387,4 +414,6 @@ def drift(
     if lock.get("loss") != pipeline.loss:
         lines.append(f"loss: {lock.get('loss')!r} -> {pipeline.loss!r}")
     lines += _changes("hyperparameter ", lock.get("train", {}), plain(pipeline.train.hyperparameters()))
+    if train is not None:
+        lines += demos_drift(lock.get("layers", {}), train)
     return lines

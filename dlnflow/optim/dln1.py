@@ -4,7 +4,9 @@ Forward rule: run the graph greedily on a batch and compare outputs with the tar
 Update rule: ask the backward model for rewrites of the output prompt (each shown a random
 mix of errors and successes and one style of change), add candidates that carry worked
 examples, the current prompt and the best prompts from memory; score every candidate by how
-likely it makes the correct outputs on the batch; keep the best.
+likely it makes the correct outputs on the batch; keep the best. A layer that learns
+demonstrations has swaps of its demonstrations in place of the example-carrying candidates, and
+its instruction and demonstrations are kept together (:mod:`dlnflow.optim.demos`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dlnflow.core.errors import ConfigError
+from dlnflow.core.example import Example
 from dlnflow.graph.layers import Layer
 from dlnflow.optim.common import (
     Proposer,
@@ -26,6 +29,7 @@ from dlnflow.optim.common import (
     with_examples,
 )
 from dlnflow.optim.context import TrainContext
+from dlnflow.optim.demos import Candidate, apply, demo_candidates, showing
 
 
 def output_candidates(
@@ -42,6 +46,17 @@ def output_candidates(
         for j in range(n_examples)
     ]
     return unique([layer.prompt, *rewrites, *demos, *ctx.memory.prompts(layer.name)])
+
+
+def layer_candidates(
+    ctx: TrainContext, layer: Layer, layer_index: int, shown: Sequence[Shown], iteration: int,
+    batch: Sequence[Example],
+) -> list[Candidate]:
+    """The output layer's candidates: instructions alone, or (instruction, demonstrations) pairs
+    when the layer learns demonstrations (:mod:`dlnflow.optim.demos`)."""
+    if layer.learns_demos:
+        return demo_candidates(ctx, layer, layer_index, shown, iteration, batch)
+    return [Candidate(p, layer.demos) for p in output_candidates(ctx, layer, layer_index, shown, iteration)]
 
 
 class DLN1:
@@ -71,15 +86,18 @@ class DLN1:
             Shown(e.input, o, e.target, is_correct(ctx.loss, o, e.target))
             for e, o in zip(batch, outputs, strict=True)
         ]
-        candidates = output_candidates(ctx, layer, index, shown, iteration)
-        scores = [float(loglik(ctx.client, layer, fwd.values, targets, c).mean()) for c in candidates]
-        best = pick_best(candidates, scores)
-        layer.prompt = candidates[best]
+        candidates = layer_candidates(ctx, layer, index, shown, iteration, batch)
+        scores = []
+        for c in candidates:
+            with showing(layer, c.demos):
+                scores.append(float(loglik(ctx.client, layer, fwd.values, targets, c.prompt).mean()))
+        best = pick_best([c.prompt for c in candidates], scores)
+        apply(layer, candidates[best])
         return {
             "batch_accuracy": sum(s.correct for s in shown) / len(shown),
             "layers": {
                 layer.name: {
-                    "candidates": [{"prompt": c, "score": s} for c, s in zip(candidates, scores, strict=True)],
+                    "candidates": [c.entry(s, layer) for c, s in zip(candidates, scores, strict=True)],
                     "chosen": best,
                     "objective": scores[best],
                 }

@@ -19,7 +19,8 @@ per-token mean log-prob of ``h~`` (length-normalised so long texts are not crush
 
 Update rules (all candidates scored with the other layers' current prompts, then applied together):
 
-- output layer ``n``: candidates as in DLN-1, each scored by
+- output layer ``n``: candidates as in DLN-1 (with demonstration swaps when it learns
+  demonstrations, :mod:`dlnflow.optim.demos`), each scored by
   ``mean_i sum_k w_ik log p(y_i | x_i, h~_ik, candidate)`` minus the trust penalty;
 - hidden layer ``j``: candidates written from ``(x, h_j, best h~_j)``, each scored by
   ``mean_i sum_k w_ik log p(h~_ik | x_i, h_{j-1,i}, candidate)``.
@@ -50,7 +51,8 @@ from dlnflow.optim.common import (
     unique,
 )
 from dlnflow.optim.context import TrainContext
-from dlnflow.optim.dln1 import output_candidates
+from dlnflow.optim.dln1 import layer_candidates
+from dlnflow.optim.demos import Candidate, apply, showing
 
 
 def check_chain(graph: Graph) -> None:
@@ -226,37 +228,37 @@ class VariationalChain:
         correct = [is_correct(ctx.loss, o, y) for o, y in zip(outputs, ys, strict=True)]
         levels = self.infer(fwd.values, ys, correct)
         record: dict[str, Any] = {"batch_accuracy": sum(correct) / len(correct), "layers": {}}
-        chosen: dict[str, str] = {}
+        chosen: dict[str, Candidate] = {}
         if out.trainable:
             shown = [Shown(e.input, o, e.target, c) for e, o, c in zip(batch, outputs, correct, strict=True)]
-            cands = output_candidates(ctx, out, len(layers) - 1, shown, iteration)
+            cands = layer_candidates(ctx, out, len(layers) - 1, shown, iteration, batch)
             top = levels[-1]
-            scores = [
-                self.weighted_score(out, fwd.values, top, "above", c, top.layer.name)
-                - trust_penalty(out.prompt, c, t.trust_penalty)
-                for c in cands
-            ]
+            scores = []
+            for c in cands:
+                with showing(out, c.demos):
+                    scores.append(self.weighted_score(out, fwd.values, top, "above", c.prompt, top.layer.name)
+                                  - trust_penalty(out.prompt, c.prompt, t.trust_penalty))
             chosen[out.name] = self._record(record, out, cands, scores)
         for j, level in enumerate(levels):
             layer = level.layer
             if not layer.trainable:
                 continue
-            cands = self.hidden_candidates(layer, j, fwd.values, level, iteration)
-            scores = [self.weighted_score(layer, fwd.values, level, "samples", c, layer.name) for c in cands]
-            chosen[layer.name] = self._record(record, layer, cands, scores)
+            prompts = self.hidden_candidates(layer, j, fwd.values, level, iteration)
+            scores = [self.weighted_score(layer, fwd.values, level, "samples", c, layer.name) for c in prompts]
+            chosen[layer.name] = self._record(record, layer, [Candidate(p, layer.demos) for p in prompts], scores)
             record["layers"][layer.name]["posterior"] = [
                 {"texts": ss, "weights": [round(float(x), 6) for x in w]}
                 for ss, w in zip(level.samples, level.weights, strict=True)
             ]
-        for name, prompt in chosen.items():
-            ctx.graph.layer(name).prompt = prompt
+        for name, candidate in chosen.items():
+            apply(ctx.graph.layer(name), candidate)
         return record
 
     @staticmethod
-    def _record(record: dict[str, Any], layer: Layer, cands: list[str], scores: list[float]) -> str:
-        best = pick_best(cands, scores)
+    def _record(record: dict[str, Any], layer: Layer, cands: list[Candidate], scores: list[float]) -> Candidate:
+        best = pick_best([c.prompt for c in cands], scores)
         record["layers"][layer.name] = {
-            "candidates": [{"prompt": c, "score": s} for c, s in zip(cands, scores, strict=True)],
+            "candidates": [c.entry(s, layer) for c, s in zip(cands, scores, strict=True)],
             "chosen": best,
             "objective": scores[best],
         }

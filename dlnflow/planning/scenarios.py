@@ -153,7 +153,9 @@ class ScriptedTrainer(Trainer):
             layer, old = graph.layer(name), before[f"{name}.prompt"]
             if not change:
                 layer.prompt = old
-            elif layer.prompt == old:
+                if f"{name}.demos" in before:  # a layer's demonstrations stay with its prompt
+                    graph.load_state({**graph.state(), f"{name}.demos": before[f"{name}.demos"]})
+            elif layer.prompt == old and graph.state().get(f"{name}.demos") == before.get(f"{name}.demos"):
                 others = [(c["score"], c["prompt"]) for c in info["candidates"] if c["prompt"] != old]
                 if others:
                     layer.prompt = max(others)[1]

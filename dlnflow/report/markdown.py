@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dlnflow.core.errors import DataError, InputError, Problem
+from dlnflow.core.errors import DataError, InputError, LockError, Problem
 from dlnflow.data.dataset import load_dataset
+from dlnflow.graph.demos import parse_demos
 from dlnflow.runtime.timing import timing_markdown
 from dlnflow.spec.compiler import compile_spec
 from dlnflow.training.runs import SUMMARY, run_dir_for
@@ -216,7 +217,16 @@ def _layer_name(parameter: str) -> str:
 def _prompts(state: Any) -> dict[str, str]:
     if not isinstance(state, dict):
         return {}
-    return {_layer_name(str(k)): str(v) for k, v in state.items()}
+    return {_layer_name(str(k)): _demos_shown(str(v)) if str(k).endswith(".demos") else str(v)
+            for k, v in state.items()}
+
+
+def _demos_shown(value: str) -> str:
+    """Learned demonstrations, one ``input -> target  [id]`` line each (the raw text if it does not parse)."""
+    try:
+        return "\n".join(f"{d.input} -> {d.target}  [{d.id}]" for d in parse_demos(value))
+    except LockError:
+        return value
 
 
 def _collect(report: RunReport, records: list[dict[str, Any]]) -> None:

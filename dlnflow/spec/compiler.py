@@ -299,6 +299,7 @@ def _layer(spec: dict[str, Any], is_last: bool, models: list[str]) -> Layer:
         generate["stop"] = tuple(generate["stop"])
     output = _dict(spec.get("output"))
     classes = output.get("classes")
+    demos = _dict(spec.get("demos"))
     return Layer(
         name=spec["name"],
         inputs=tuple(spec.get("inputs", [INPUT])),
@@ -309,6 +310,8 @@ def _layer(spec: dict[str, Any], is_last: bool, models: list[str]) -> Layer:
         decoding=Decoding(**generate),
         classes=tuple(classes) if classes else None,
         calibration=output.get("calibration", CALIBRATION_DEFAULT),
+        demo_k=int(demos.get("k", 0)),
+        demo_seed=demos.get("seed"),
     )
 
 

@@ -179,6 +179,11 @@ class Wiring:
                 message = f"only the last layer may have output classes; {name!r} is layer {pos + 1} of {n}"
                 hint = _REORDER + " or move 'output'"
                 out.append(doc.problem(f"/layers/{i}/output", message, key=True, hint=hint))
+            if "demos" in layer:
+                name = layer.get("name")
+                message = (f"only the last layer may learn demonstrations (they show the data's targets); "
+                           f"{name!r} is layer {pos + 1} of {n}")
+                out.append(doc.problem(f"/layers/{i}/demos", message, key=True, hint="move 'demos' to the last layer"))
         for i, layer in self.layers:
             if isinstance(last_name, str) and last_name in self.inputs_of(layer) and i != last[0]:
                 name = layer.get("name")

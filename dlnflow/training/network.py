@@ -21,6 +21,7 @@ from dlnflow.data.dataset import Dataset, load_dataset
 from dlnflow.graph.calibration import load_fixed_priors
 from dlnflow.lockfile import lock as lockmod
 from dlnflow.lockfile.best_run import BestRun, apply_best_run
+from dlnflow.optim.demos import ensure_demos
 from dlnflow.runtime.cache import CallCache, default_cache_dir
 from dlnflow.runtime.client import Budget, CacheMode, Client
 from dlnflow.runtime.remote import open_tier, remote_from_env
@@ -81,6 +82,8 @@ class Network:
     def dataset(self) -> Dataset:
         if self._dataset is None:
             self._dataset = load_dataset(self.pipeline.data, self.pipeline.graph.output.classes)
+            # layers that learn demonstrations start from their first draw (a lock replaces it)
+            ensure_demos(self.pipeline.graph, self._dataset.train, self.pipeline.train.seed)
         return self._dataset
 
     def identities(self) -> dict[str, dict[str, Any]]:
@@ -144,8 +147,12 @@ class Network:
         data = lockmod.read_lock(path)
         if data is None:
             self.lock_note = f"no lock file at {path.name}; using the prompts written in the spec"
+            if any(layer.learns_demos for layer in self.pipeline.graph):
+                _ = self.dataset  # loading the data draws the first demonstrations, as training starts from
+                self.lock_note += " and the first draw of demonstrations from train"
             return []
-        drifted = lockmod.drift(self.pipeline, data, self.identities(), self.dataset.digest)
+        drifted = lockmod.drift(self.pipeline, data, self.identities(), self.dataset.digest,
+                                 self.dataset.train)
         if drifted and strict:
             raise LockError(f"{path.name} does not match the spec (--strict): " + "; ".join(drifted))
         self.pipeline.graph.load_state(lockmod.learned_state(data), strict=True)

@@ -34,6 +34,7 @@ from dlnflow.data.dataset import Dataset
 from dlnflow.graph.calibration import lock_entry
 from dlnflow.lockfile import lock as lockmod
 from dlnflow.optim.context import TrainContext
+from dlnflow.optim.demos import ensure_demos
 from dlnflow.runtime.client import Client
 from dlnflow.spec.pipeline import Pipeline
 from dlnflow.training.evaluate import evaluate
@@ -195,7 +196,10 @@ class Trainer:
         client = net.client
         if client.budget.max_tokens is not None:  # stop before crossing the token budget, not after
             client.budget = dataclasses.replace(client.budget, predict_tokens=True)
+        for layer in graph:  # a locked calibration prior belongs to the locked prompt, not to training
+            layer.prior = None
         ctx = TrainContext(graph, client, t, p.loss, list(net.dataset.train), p.backward_model)
+        ensure_demos(graph, ctx.pool, t.seed)
         optimizer: Optimizer = OPTIMIZERS.get(t.method)(ctx)
         config = self._config() if self.record else {}
         log: RunLog | _NoLog = _NoLog()
@@ -260,7 +264,8 @@ class Trainer:
                 dev = self._evaluate("dev")
                 record["dev"] = dev
                 for name, prompt in graph.named_parameters():
-                    ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
+                    if name.endswith(".prompt"):  # demonstrations are not prompts to remember
+                        ctx.memory.add(name.rsplit(".", 1)[0], dev, prompt)
                 if dev > best_dev + 1e-12:
                     best_dev, best_state, best_it, stale = dev, graph.state(), it, 0
                     labels["dev"] = self._labels

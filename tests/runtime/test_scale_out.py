@@ -25,8 +25,8 @@ from redis_server import PASSWORD, RedisServer
 
 RUN_TIMEOUT = 900.0
 ITERATIONS = ["--iterations", "1"]
-"""One training iteration of the quickstart: every kind of call (evaluation, rewrites, scoring, validation)
-is made, at a third of the full run's cost on a shared 2-core machine."""
+"""One training iteration of the quickstart: evaluation, scoring of demonstration swaps and validation
+calls are made, at a fraction of the full run's cost on a shared 2-core machine."""
 
 pytestmark = pytest.mark.real
 
