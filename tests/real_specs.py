@@ -26,10 +26,11 @@ def variant(spec: Path, name: str, changes: dict[str, str]) -> Path:
 
 
 def ape_quickstart(pipelines: Path) -> Path:
-    """The quickstart trained by APE: three induced instructions, scored on a train batch of four."""
+    """The quickstart trained by APE: three instructions induced from the four train examples, each
+    scored on all four (the batch is the whole train split)."""
     return variant(pipelines / "quickstart.yaml", "quickstart-ape", {
         "name: quickstart": "name: quickstart-ape",
-        QUICKSTART_SPLIT: "  split: {train: 6, dev: 4, test: 4, seed: 42}",
+        QUICKSTART_SPLIT: "  split: {train: 4, dev: 4, test: 4, seed: 42}",
         "  method: dln1": "  method: ape",
         "  batch_size: 10": "  batch_size: 4",
         "  prompt_candidates: 5": "  prompt_candidates: 3\n  rewrite_max_tokens: 40",
