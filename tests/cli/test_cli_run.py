@@ -96,5 +96,6 @@ def test_run_trace_on_the_real_model_shows_each_hidden_layer_as_the_model_wrote_
             assert out.classes[max(range(2), key=probs["probs"].__getitem__)] == row["output"]
         assert net.client.usage.backend_calls == 0
     text = invoke("run", str(spec), "--trace", "--input", "kiwi")  # the same, as text: hidden layers first
-    assert text.stdout.splitlines() == [f"  [think] {rows[0]['trace']['think']}",
-                                        f"  [colour] {rows[0]['trace']['colour']}", f"kiwi\t{rows[0]['output']}"]
+    assert text.stdout.rstrip("\n") == "\n".join([f"  [think] {rows[0]['trace']['think']}",
+                                                  f"  [colour] {rows[0]['trace']['colour']}",
+                                                  f"kiwi\t{rows[0]['output']}"])
