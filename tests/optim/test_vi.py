@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -304,8 +303,6 @@ def test_vi_trains_two_layers_on_the_real_model(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.real
-@pytest.mark.slow  # ~130 model calls: 539 s on the shared 2-core machine under load 11-13 (212 s of CPU)
-@pytest.mark.skipif(os.environ.get("DLNFLOW_SLOW") != "1", reason="heavier variant; set DLNFLOW_SLOW=1")
 def test_vi_trains_a_three_layer_chain_on_the_real_model(project: Path) -> None:
     """One VI iteration of think -> colour -> answer: posterior texts drawn and weighted at both hidden
     levels, all three layers' candidates scored, all three learned prompts locked, a warm rerun free."""
