@@ -14,7 +14,7 @@ sys.path.insert(0, str(TESTS))
 
 from paths import SHARED_DATA  # noqa: E402  (found through the line above)
 
-pytest_plugins = ["server", "helpers", "quickstart_run", "redis_server", "ray_cluster"]
+pytest_plugins = ["server", "helpers", "quickstart_run", "real_runs", "redis_server", "ray_cluster"]
 
 
 @pytest.fixture(scope="session")

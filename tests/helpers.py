@@ -94,7 +94,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     points at the public data sets when they are beside the checkout, as the specs expect.
     Cache and run folders default to this copy too.
     """
-    root = tmp_path / "project"
+    root = copy_project(tmp_path)
+    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(root / "runs"))
+    monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(root / "cache"))
+    return root
+
+
+def copy_project(folder: Path) -> Path:
+    """What the ``project`` fixture holds, built in ``folder/project`` (for session-scoped fixtures too)."""
+    root = folder / "project"
     (root / "pipelines").mkdir(parents=True)
     for spec in PIPELINES.glob("*.yaml"):
         if not spec.name.endswith(".lock.yaml"):
@@ -102,9 +110,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "schemas", root / "schemas")
     (root / "pyproject.toml").write_text("# marks the project root for dlnflow's default folders\n")
     if SHARED.exists():
-        (tmp_path / "shared").symlink_to(SHARED, target_is_directory=True)
-    monkeypatch.setenv("DLNFLOW_RUNS_DIR", str(root / "runs"))
-    monkeypatch.setenv("DLNFLOW_CACHE_DIR", str(root / "cache"))
+        (folder / "shared").symlink_to(SHARED, target_is_directory=True)
     return root
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any
+from urllib.request import Request as UrlRequest
+from urllib.request import urlopen
 
 import pytest
 from server import SERVER_MODEL, FakeOpenAI, Reply, default_completion, free_port
@@ -348,3 +352,46 @@ def test_real_server_classifies_like_the_embedded_model(remote: OpenAIBackend, l
         assert t["logprobs"] == pytest.approx(o["logprobs"], abs=3 * LOGPROB_TOL)
     assert theirs[0]["probs"][0] > 0.6  # " Yes" wins clearly: scores are not uniform
     assert theirs[1]["logprobs"][0] < -1.0  # full verbalizer: several tokens, not just " ("
+
+
+@pytest.mark.server
+@pytest.mark.real
+def test_chat_true_runs_a_two_layer_spec_through_the_real_servers_chat_endpoint(
+        llama_server: str, project: Path) -> None:
+    """``chat: true`` end to end: ``dlnflow run`` of the two-layer quickstart on the llama.cpp server sends
+    every model request to ``/v1/chat/completions`` (the hidden layer's generation and the output layer's
+    classification alike), and the hidden text is what that endpoint answers to the rendered prompt."""
+    from click.testing import CliRunner
+    from faultproxy import FaultProxy
+    from real_specs import variant
+
+    import dlnflow
+    from dlnflow.cli import cli
+
+    with FaultProxy(llama_server, isolate=True) as proxy:  # no faults: it records each request's route
+        spec = variant(project / "pipelines" / "quickstart-dln2.yaml", "quickstart-chat", {
+            "  local: {backend: llamacpp}": (f'  local: {{backend: openai, base_url: "{proxy.base_url}", '
+                                             f"model: {SERVER_MODEL}, chat: true, timeout: 120, "
+                                             "extra_body: {repeat_penalty: 1.0}}"),
+            # the server, started without --chat_format, wraps messages in its llama-2 fallback and the
+            # model's reply opens with a blank line, which the default stop would cut to nothing
+            "    generate: {max_tokens: 16}": "    generate: {max_tokens: 8, stop: []}",
+        })
+        res = CliRunner().invoke(cli, ["--json", "run", str(spec), "--trace", "--input", "kiwi", "--input",
+                                       "sparrow"])
+        assert res.exit_code == 0, res.output
+        rows = json.loads(res.stdout)["outputs"]
+        model_routes = [e.path for e in proxy.events if e.path.startswith("/v1/")]
+        with dlnflow.load(spec) as net:
+            think = net.pipeline.graph.layer("think")
+            assert think.decoding.stop == ()
+            asked = {"model": SERVER_MODEL, "messages": [{"role": "user", "content": think.render({"x": "kiwi"})}],
+                     "max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0}
+        direct = json.loads(urlopen(UrlRequest(proxy.base_url + "/chat/completions", json.dumps(asked).encode(),
+                                               {"Content-Type": "application/json"}), timeout=120).read())
+    assert [r["input"] for r in rows] == ["kiwi", "sparrow"]
+    assert all(r["output"] in ("blue", "red") and r["trace"]["think"] for r in rows), rows
+    assert len(model_routes) >= 4 and set(model_routes) == {"/v1/chat/completions"}  # 2 generations, 2 classifications
+    bodies = [json.loads(e.body) for e in proxy.events if e.path == "/v1/chat/completions"]
+    assert sum(b["max_tokens"] == 1 and b.get("logprobs") is True for b in bodies) >= 2  # the class tables
+    assert direct["choices"][0]["message"]["content"].strip() == rows[0]["trace"]["think"]

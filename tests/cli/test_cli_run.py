@@ -64,3 +64,38 @@ def test_run_on_the_real_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     outputs = json.loads(res.stdout)["outputs"]
     assert [r["input"] for r in outputs] == ["sparrow", "mango"]
     assert all(r["output"] in ("blue", "red") for r in outputs)
+
+
+@pytest.mark.real
+def test_run_trace_on_the_real_model_shows_each_hidden_layer_as_the_model_wrote_it(project: Path) -> None:
+    """A three-layer chain (think -> colour -> answer) on new inputs: the trace holds both hidden layers'
+    texts, and each is what the model answers to that layer's input rendered from the layer before
+    (checked against the answers the run stored, so no second guess of the model's numbers)."""
+    from real_specs import chain3
+
+    import dlnflow
+
+    spec = chain3(project / "pipelines")
+    inputs = ["kiwi", "sparrow"]
+    res = invoke("--json", "run", str(spec), "--trace", *[a for x in inputs for a in ("--input", x)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["outputs"]
+    assert [r["input"] for r in rows] == inputs
+    with dlnflow.load(spec) as net:  # the project copy's cache, which the run filled
+        graph = net.pipeline.graph
+        for row in rows:
+            assert set(row["trace"]) == {"think", "colour"} and all(row["trace"].values()), row
+            values = {"x": row["input"]}
+            for name in ("think", "colour"):
+                layer = graph.layer(name)
+                [answer] = net.client.run(layer.model, [layer.generate_request(layer.render(values))])
+                assert answer["text"].strip() == row["trace"][name], name
+                values[name] = row["trace"][name]
+            out = graph.output
+            [probs] = net.client.run(out.model, [out.classify_request(out.render(values))])
+            assert out.classes[max(range(2), key=probs["probs"].__getitem__)] == row["output"]
+        assert net.client.usage.backend_calls == 0
+    text = invoke("run", str(spec), "--trace", "--input", "kiwi")  # the same, as text: hidden layers first
+    assert text.stdout.rstrip("\n") == "\n".join([f"  [think] {rows[0]['trace']['think']}",
+                                                  f"  [colour] {rows[0]['trace']['colour']}",
+                                                  f"kiwi\t{rows[0]['output']}"])

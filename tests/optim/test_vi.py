@@ -300,3 +300,41 @@ def test_vi_trains_two_layers_on_the_real_model(tmp_path: Path, monkeypatch: pyt
         again = net.train().as_dict()
     assert again["backend_calls"] == 0 and again["prompts"] == result["prompts"]
     assert (tmp_path / "tiny.lock.yaml").read_bytes() == lock_bytes
+
+
+@pytest.mark.real
+def test_vi_trains_a_three_layer_chain_on_the_real_model(project: Path) -> None:
+    """One VI iteration of think -> colour -> answer: posterior texts drawn and weighted at both hidden
+    levels, all three layers' candidates scored, all three learned prompts locked, a warm rerun free."""
+    import yaml
+    from real_specs import chain3
+
+    import dlnflow
+    from dlnflow.training.runs import read_log
+
+    spec = chain3(project / "pipelines")
+    lock_path = spec.with_name("quickstart-chain3.lock.yaml")
+    with dlnflow.load(spec) as net:  # runs and cache: the project copy's (see the project fixture)
+        result = net.train().as_dict()
+    assert result["backend_calls"] > 0 and result["iterations_run"] == 1
+    step = next(r for r in read_log(Path(result["run_dir"])) if r.get("event") == "step")
+    assert set(step["layers"]) == {"think", "colour", "answer"}
+    for name in ("think", "colour"):  # the upper hidden level first conditions on y, the lower on its best
+        posterior = step["layers"][name]["posterior"]
+        assert len(posterior) == 3, name  # one row per example of the batch
+        for row in posterior:
+            assert len(row["weights"]) == len(row["texts"]) and sum(row["weights"]) == pytest.approx(1.0, abs=1e-5)
+        assert any(len(row["texts"]) > 1 for row in posterior), f"no posterior text drawn for {name}"
+        assert any(0.0 < max(row["weights"]) < 1.0 for row in posterior if len(row["texts"]) > 1), name
+    for name in ("think", "colour", "answer"):
+        layer = step["layers"][name]
+        assert layer["candidates"] and all(c["score"] < 0 for c in layer["candidates"]), name
+        assert layer["objective"] == layer["candidates"][layer["chosen"]]["score"], name
+    lock = yaml.safe_load(lock_path.read_text())
+    assert {n: lock["layers"][n]["prompt"] for n in ("think", "colour", "answer")} == {
+        n: result["prompts"][f"{n}.prompt"] for n in ("think", "colour", "answer")}
+    lock_bytes = lock_path.read_bytes()
+    with dlnflow.load(spec) as net:
+        again = net.train().as_dict()
+    assert again["backend_calls"] == 0 and again["prompts"] == result["prompts"]
+    assert lock_path.read_bytes() == lock_bytes

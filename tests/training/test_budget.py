@@ -125,3 +125,37 @@ def test_budget_on_the_real_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with CallCache(tmp_path / "cache") as cache:
         assert len(cache) == paid + out["backend_calls"]  # nothing paid twice
     assert out["cache_hits"] >= paid
+
+
+@pytest.mark.real
+def test_max_tokens_stops_a_real_training_run_and_a_rerun_pays_only_for_the_rest(project: Path) -> None:
+    """``--max-tokens`` on the embedded model: exit 1 with a message naming the budget and how to go on,
+    tokens spent within it, no lock and no summary, the partial log ending in ``stopped``; the same
+    command with a higher budget finishes and pays for no call twice."""
+    from real_specs import tiny_quickstart
+
+    spec = tiny_quickstart(project / "pipelines")
+    cache = project / "cache"  # the project fixture points DLNFLOW_CACHE_DIR and DLNFLOW_RUNS_DIR here
+    stopped = CliRunner().invoke(cli, ["--json", "train", str(spec), "--max-tokens", "600"])
+    assert stopped.exit_code == 1, stopped.output
+    error = json.loads(stopped.stdout)
+    assert error["error"] == "BudgetExceeded" and "Traceback" not in stopped.output
+    assert "max_tokens=600" in error["message"] and "run the same command again to continue" in error["message"]
+    (run,) = (project / "runs" / "quickstart-tiny").iterdir()
+    assert (run / "log.jsonl.partial").exists() and not (run / "summary.json").exists()
+    assert not spec.with_name("quickstart-tiny.lock.yaml").exists()
+    records = read_log(run)
+    assert records[0]["event"] == "before" and records[-1]["event"] == "stopped"
+    usage = records[-1]["usage"]
+    assert 0 < usage["prompt_tokens"] + usage["completion_tokens"] <= 600
+    with CallCache(cache) as store:
+        paid = len(store)
+    assert paid == usage["backend_calls"] > 0  # every paid answer kept
+    done = CliRunner().invoke(cli, ["--json", "train", str(spec), "--max-tokens", "100000"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    spent = usage["prompt_tokens"] + usage["completion_tokens"] + out["prompt_tokens"] + out["completion_tokens"]
+    assert spent > 600  # the whole run needs more than the budget: the stop cut it short
+    with CallCache(cache) as store:
+        assert len(store) == paid + out["backend_calls"]  # nothing paid twice
+    assert out["cache_hits"] >= paid and spec.with_name("quickstart-tiny.lock.yaml").exists()
