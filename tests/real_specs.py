@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 QUICKSTART_SPLIT = "  split: {train: 40, dev: 30, test: 36, seed: 42}"
+QUICKSTART_DEMOS = "    demos: {k: 6}                     # learned demonstrations, recorded in the lock file\n"
+"""The quickstart's demonstrations: the variants below train the instruction alone."""
 DLN2_SPLIT = "  split: {train: 40, dev: 20, test: 40, seed: 42}"
 
 
@@ -32,8 +34,10 @@ def ape_quickstart(pipelines: Path) -> Path:
         "name: quickstart": "name: quickstart-ape",
         QUICKSTART_SPLIT: "  split: {train: 4, dev: 4, test: 4, seed: 42}",
         "  method: dln1": "  method: ape",
-        "  batch_size: 10": "  batch_size: 4",
-        "  prompt_candidates: 5": "  prompt_candidates: 3\n  rewrite_max_tokens: 40",
+        QUICKSTART_DEMOS: "",
+        "  batch_size: 8": "  batch_size: 4",
+        "  prompt_candidates: 4": "  prompt_candidates: 3\n  rewrite_max_tokens: 40",
+        "  example_candidates: 3": "  example_candidates: 2",
     })
 
 
@@ -43,9 +47,10 @@ def tiny_quickstart(pipelines: Path) -> Path:
         "name: quickstart": "name: quickstart-tiny",
         QUICKSTART_SPLIT: "  split: {train: 4, dev: 4, test: 4, seed: 42}",
         "  iterations: 6": "  iterations: 1",
-        "  batch_size: 10": "  batch_size: 4",
-        "  prompt_candidates: 5": "  prompt_candidates: 3\n  rewrite_max_tokens: 24",
-        "  example_candidates: 2": "  example_candidates: 1",
+        QUICKSTART_DEMOS: "",
+        "  batch_size: 8": "  batch_size: 4",
+        "  prompt_candidates: 4": "  prompt_candidates: 3\n  rewrite_max_tokens: 24",
+        "  example_candidates: 3": "  example_candidates: 1",
         "  validate_every: 3": "  validate_every: 1",
     })
 

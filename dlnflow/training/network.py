@@ -109,19 +109,28 @@ class Network:
         self.close()
 
     # -- nn.Module-like surface -------------------------------------------------------------
+    def _with_demos(self) -> None:
+        """Layers that learn demonstrations start from their first draw, which needs the data."""
+        if any(layer.learns_demos and not layer.demos for layer in self.pipeline.graph):
+            _ = self.dataset
+
     def named_parameters(self) -> Iterator[tuple[str, str]]:
+        self._with_demos()
         return self.pipeline.graph.named_parameters()
 
     def state(self) -> dict[str, str]:
+        self._with_demos()
         return self.pipeline.graph.state()
 
     def load_state(self, state: dict[str, str], strict: bool = True) -> tuple[list[str], list[str]]:
         return self.pipeline.graph.load_state(state, strict)
 
     def __call__(self, x: str) -> str:
+        self._with_demos()
         return self.pipeline.graph(self.client, x)
 
     def predict(self, xs: list[str]) -> list[str]:
+        self._with_demos()
         return self.pipeline.graph.forward(self.client, xs).outputs()
 
     def evaluate(self, split: str = "test") -> Evaluation:
