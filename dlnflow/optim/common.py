@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -211,15 +211,12 @@ class PromptMemory:
         return [p for _, p in self.items.get(layer, [])]
 
 
-def unique(prompts: Sequence[str]) -> list[str]:
-    """Order-preserving de-duplication."""
-    seen: set[str] = set()
-    out = []
-    for p in prompts:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
+H = TypeVar("H", bound=Hashable)
+
+
+def unique(items: Sequence[H]) -> list[H]:
+    """Order-preserving de-duplication (prompts, or instruction-and-demonstrations candidates)."""
+    return list(dict.fromkeys(items))
 
 
 def pick_best(candidates: Sequence[str], scores: Sequence[float]) -> int:

@@ -31,7 +31,7 @@ import numpy as np
 from dlnflow.core.example import Example
 from dlnflow.graph.demos import Demo, example_id
 from dlnflow.graph.layers import Graph, Layer
-from dlnflow.optim.common import Proposer, Shown, rng_for
+from dlnflow.optim.common import Proposer, Shown, rng_for, unique
 from dlnflow.optim.context import TrainContext
 
 SWAP_BASE = 2000
@@ -111,17 +111,6 @@ def swap_demos(demos: Sequence[Demo], pool: Sequence[Example], exclude: set[str]
     return tuple(out)
 
 
-def unique_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Order-preserving de-duplication (the same instruction with the same demonstrations is one)."""
-    seen: set[Candidate] = set()
-    out = []
-    for c in candidates:
-        if c not in seen:
-            seen.add(c)
-            out.append(c)
-    return out
-
-
 def demo_candidates(ctx: TrainContext, layer: Layer, layer_index: int, shown: Sequence[Shown], iteration: int,
                     batch: Sequence[Example]) -> list[Candidate]:
     """The candidates of a layer that learns demonstrations (see the module docstring)."""
@@ -134,7 +123,7 @@ def demo_candidates(ctx: TrainContext, layer: Layer, layer_index: int, shown: Se
     swaps = [swap_demos(layer.demos, ctx.pool, exclude, rng_for(t.seed, iteration, layer_index + 1, SWAP_BASE + j),
                         same_target=layer.is_classifier and j % 2 == 0) for j in range(n_swaps)]
     current = layer.demos
-    return unique_candidates([
+    return unique([  # the same instruction with the same demonstrations is one candidate
         Candidate(layer.prompt, current),
         *(Candidate(p, current) for p in rewrites),
         *(Candidate(layer.prompt, d) for d in swaps),
