@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow._util.files import write_atomic
+from dlnflow.backends.llamacpp.backend import THREADS_ENV_VAR
 from dlnflow.core.errors import DlnflowError, InputError, RuntimeFault
 from dlnflow.experiments.matrix import Matrix
 from dlnflow.experiments.sweep import Predictor, RunState, Sweep
@@ -69,6 +70,9 @@ class RunJob:
     predictor: Predictor | None = None
     """Called before the run is trained for its predicted calls and tokens (a module-level function,
     so it travels to the worker by name)."""
+    threads: int = 0
+    """CPU threads of the embedded model in the worker (its share of the cores; 0: the worker's own
+    default). A spec's ``n_threads`` still wins."""
 
 
 @dataclass
@@ -85,6 +89,8 @@ class RunOutcome:
 
 def train_job(job: RunJob) -> RunOutcome:
     """Train one run of a sweep (in a worker process); a run that finished earlier is not retrained."""
+    if job.threads:
+        os.environ[THREADS_ENV_VAR] = str(job.threads)  # this worker process only
     sweep = Sweep(compile_spec(job.spec), job.matrix, Path(job.cache_dir), job.cache_mode,
                   predict=job.predictor, cache_remote=job.cache_remote)
     state = sweep.states[job.index]
@@ -142,8 +148,9 @@ def run_sweep(sweep: Sweep, executor: str | None = None, jobs: int | None = None
     remote = sweep.cache_remote
     if remote is None:
         remote = remote_from_env()
+    threads = worker_threads(executor, min(jobs, len(pending)))
     work = [RunJob(str(sweep.base.spec_path.absolute()), sweep.matrix, s.index, str(sweep.cache_dir.absolute()),
-                   sweep.cache_mode, remote or "", predict, sweep.predict) for s in pending]
+                   sweep.cache_mode, remote or "", predict, sweep.predict, threads) for s in pending]
     for s in pending:
         tell({"event": "start", "run": s})
 
@@ -157,6 +164,23 @@ def run_sweep(sweep: Sweep, executor: str | None = None, jobs: int | None = None
     else:
         run_in_processes(work, jobs, done)
     return sweep.states
+
+
+def worker_threads(executor: str, workers: int) -> int:
+    """CPU threads for each worker's embedded model: ``$DLNFLOW_THREADS`` when the user set it; on
+    Ray one (each task reserves one CPU); locally this machine's cores shared among the workers.
+    Without this every worker would start a thread per core, and on a small machine the parallel
+    sweep would run slower than the sequential one.
+
+    >>> worker_threads("ray", 4)
+    1
+    """
+    raw = os.environ.get(THREADS_ENV_VAR, "").strip()
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    if executor == "ray":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) // max(1, workers))
 
 
 def adopt(state: RunState, outcome: RunOutcome) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlnflow.backends.llamacpp.backend import LlamaCppBackend, sampler_seed
+from dlnflow.backends.llamacpp.backend import THREADS_ENV_VAR, LlamaCppBackend, default_threads, sampler_seed
 from dlnflow.core.backend import Request
 from dlnflow.core.errors import ConfigError, ContextOverflow
 
@@ -235,3 +235,10 @@ def test_bad_numbers_are_config_errors(tmp_path: Path, key: str, value: object) 
     (tmp_path / "m.gguf").write_bytes(b"GGUF" + bytes(16))
     with pytest.raises(ConfigError, match=key):
         LlamaCppBackend.from_settings({"backend": "llamacpp", "path": "m.gguf", key: value}, tmp_path)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_thread_count_in_the_environment_is_a_config_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(THREADS_ENV_VAR, value)
+    with pytest.raises(ConfigError, match="DLNFLOW_THREADS"):
+        default_threads()

@@ -5,6 +5,7 @@ and adopting a worker's run folder. (Runs in worker processes and on Ray: ``test
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from standin import StandIn
 
 from dlnflow.api.training import TrainOptions, open_sweep, where_runs_go
 from dlnflow.cli import cli
-from dlnflow.experiments.executors import RunOutcome, adopt
+from dlnflow.backends.llamacpp.backend import THREADS_ENV_VAR, default_threads
+from dlnflow.experiments.executors import RunJob, RunOutcome, adopt, train_job, worker_threads
 
 
 @pytest.mark.parametrize("args, message", [
@@ -51,3 +53,27 @@ def test_a_worker_run_folder_is_adopted_only_with_the_same_fingerprint(tmp_path:
     other = sweep.states[1]
     with pytest.raises(Exception, match="another fingerprint"):
         adopt(other, RunOutcome(1, {"summary.json": json.dumps(summary)}, False))
+
+
+def test_parallel_workers_share_the_cores_instead_of_each_taking_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert worker_threads("local", 2) == 2
+    assert worker_threads("local", 3) == 1
+    assert worker_threads("local", 8) == 1
+    assert worker_threads("ray", 1) == 1  # a Ray task reserves one CPU
+    monkeypatch.setenv(THREADS_ENV_VAR, "3")  # the user's choice wins
+    assert worker_threads("local", 2) == 3 and worker_threads("ray", 2) == 3
+
+
+def test_a_worker_sets_its_thread_share_for_the_embedded_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
+    spec = write_spec(tmp_path)
+    sweep, _ = open_sweep(spec, TrainOptions(seeds=(1, 2)), tmp_path / "cache")
+    state = sweep.states[0]
+    state.run_dir.mkdir(parents=True)
+    (state.run_dir / "summary.json").write_text(json.dumps({"config": {"fingerprint": state.fingerprint}}))
+    job = RunJob(str(spec), sweep.matrix, 0, str(tmp_path / "cache"), sweep.cache_mode, "", threads=1)
+    outcome = train_job(job)
+    assert outcome.already_finished and os.environ[THREADS_ENV_VAR] == "1"
+    assert default_threads() == 1

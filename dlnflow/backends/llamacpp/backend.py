@@ -91,6 +91,29 @@ def _int_setting(settings: Mapping[str, Any], name: str, default: int, low: int)
     return value
 
 
+THREADS_ENV_VAR = "DLNFLOW_THREADS"
+
+
+def default_threads() -> int:
+    """CPU threads when the spec sets no ``n_threads``: ``$DLNFLOW_THREADS``, else every core this
+    process may run on. A parallel sweep sets the variable in its workers to their share of the cores,
+    so two runs never fight over the same cores with twice the threads.
+
+    >>> import os
+    >>> os.environ[THREADS_ENV_VAR] = "1"; default_threads()
+    1
+    >>> del os.environ[THREADS_ENV_VAR]; default_threads() == len(os.sched_getaffinity(0))
+    True
+    """
+    raw = os.environ.get(THREADS_ENV_VAR, "").strip()
+    if not raw:
+        return len(os.sched_getaffinity(0))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"${THREADS_ENV_VAR} must be a whole number of threads >= 1, got {raw!r}; "
+                          "unset it to use every core")
+    return int(raw)
+
+
 class LlamaCppBackend:
     """The embedded llama.cpp backend (generate, score, classify)."""
 
@@ -99,7 +122,7 @@ class LlamaCppBackend:
     def __init__(self, path: Path, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None,
                  n_batch: int = DEFAULT_N_BATCH):
         self.path = check_gguf(Path(path))
-        self.n_threads = n_threads or len(os.sched_getaffinity(0))
+        self.n_threads = n_threads or default_threads()
         self.n_batch = min(n_batch, n_ctx)
         self._n_ctx = n_ctx
         self._engine: Engine | None = _acquire(self.path, n_ctx, self.n_batch, self.n_threads)
