@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import shlex
@@ -123,6 +124,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "busy machine)")
     ap.add_argument("--force", action="store_true", help="run rows again even if they are done")
     ap.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="add the rows of other results files of the same protocol (say, from processes that "
+                    "ran different --tasks at once, each with its own --out) to --out, then rewrite its markdown")
     ap.add_argument("--annotate", action="store_true",
                     help="add test label counts and per-example predictions to finished DLN rows that lack "
                     "them (replays cached calls)")
@@ -231,7 +235,6 @@ class DspyServer:
 def run_dspy_row(task: str, method: str, seed: int, protocol: Protocol, args: argparse.Namespace,
                  server: DspyServer, scratch: Path) -> dict[str, Any]:
     """Run one DSPy row in a child process, killed (by its PID) after the protocol's time cap."""
-    import json
 
     port = server.ensure()
     out = scratch / f"dspy-{task}-{method}-{seed}.json"
@@ -289,6 +292,27 @@ def write_report(results: Results) -> None:
     results.path.with_suffix(".md").write_text(text, encoding="utf-8")
 
 
+def merge(results: Results, paths: list[Path], protocol: str) -> None:
+    """Take every row of ``paths`` into ``results`` (a row of a later file replaces one with the same
+    task, method and seed); the header keeps the commands of all of them."""
+    commands = [results.doc["command"]] if results.doc.get("command") else []
+    for path in paths:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("protocol", {}).get("name") != protocol:
+            raise SystemExit(f"--merge {path}: its rows are of protocol {doc.get('protocol', {}).get('name')!r}, "
+                             f"not {protocol!r}")
+        for key in ("protocol", "machine", "model", "data_dir"):
+            results.doc.setdefault(key, doc.get(key))
+        results.doc["planned"] = sorted(set(results.doc.get("planned", [])) | set(doc.get("planned", [])))
+        results.doc["seeds"] = sorted(set(results.doc.get("seeds", [])) | set(doc.get("seeds", [])))
+        loads = [x for x in (results.doc.get("load_start"), doc.get("load_start")) if x is not None]
+        results.doc["load_start"] = max(loads) if loads else None
+        commands.append(doc.get("command", ""))
+        for row in doc.get("rows", {}).values():
+            results.put(row)
+    results.doc["command"] = " ; ".join(dict.fromkeys(c for c in commands if c))
+
+
 def sanitize(text: str) -> str:
     """Keep this machine's paths out of committed error messages."""
     return text.replace(str(ROOT), ".").replace(str(ROOT.parent), "..").replace(str(Path.home()), "~")
@@ -315,6 +339,10 @@ def run(args: argparse.Namespace) -> int:
     protocol = protocol_of(args)
     results = Results(args.out, {})
     if args.report:
+        write_report(results)
+        return 0
+    if args.merge:
+        merge(results, args.merge, protocol.name)
         write_report(results)
         return 0
     if args.annotate:
