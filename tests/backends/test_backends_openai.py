@@ -15,6 +15,7 @@ from server import SERVER_MODEL, FakeOpenAI, Reply, default_completion, free_por
 
 from dlnflow.backends import make_backend
 from dlnflow.backends.openai.backend import OpenAIBackend, derive_seed
+from dlnflow.backends.openai.responses import cut_at_stop
 from dlnflow.core.backend import Backend, Request
 from dlnflow.core.errors import BackendError, ConfigError, ContextOverflow
 from dlnflow.runtime.cache import CallCache, call_key
@@ -95,6 +96,34 @@ def test_identity_normalises_and_separates_endpoints() -> None:
     assert b.identity()["base_url"] == "http://127.0.0.1:8001/v1"
     assert len({str(sorted(x.identity().items())) for x in (a, b, c)}) == 3
     assert a.n_ctx == 4096 and a.count_tokens("x" * 30) == 10
+
+
+def _chat_reply(content: str, finish: str) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "fake-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
+
+
+def test_a_chat_reply_opening_with_its_stop_sequence_is_asked_again_and_cut_after_it(
+        fake_openai: FakeOpenAI) -> None:
+    """A server that stops at a blank line, and a chat template that makes the model open with one."""
+    said = "\n\nThe bird is red.\n\nAnything else?"
+
+    def respond(path: str, body: dict[str, Any]) -> Reply:
+        cut = min([said.find(s) for s in body.get("stop") or [] if s in said] or [len(said)])
+        return Reply(body=_chat_reply(said[:cut], "stop"))
+
+    fake_openai.respond = respond
+    b = backend(fake_openai, chat=True)
+    out = b.run([Request("generate", "Describe the bird.", max_tokens=16, stop=("\n\n",))])
+    assert out[0]["text"] == "The bird is red."
+    assert out[0]["prompt_tokens"] == 10 and out[0]["completion_tokens"] == 8  # both requests are counted
+    first, second = (s.body for s in fake_openai.seen)
+    assert first["stop"] == ["\n\n"] and "stop" not in second and second["max_tokens"] == 16
+    fake_openai.seen.clear()  # a reply that is really empty without stops stays empty, in one request
+    fake_openai.respond = lambda path, body: Reply(body=_chat_reply("", "stop"))
+    assert b.run([Request("generate", "Say nothing.", max_tokens=4)])[0]["text"] == ""
+    assert len(fake_openai.seen) == 1
 
 
 # -- operations against the fake ---------------------------------------------------------------
@@ -374,8 +403,8 @@ def test_chat_true_runs_a_two_layer_spec_through_the_real_servers_chat_endpoint(
                                              f"model: {SERVER_MODEL}, chat: true, timeout: 120, "
                                              "extra_body: {repeat_penalty: 1.0}}"),
             # the server, started without --chat_format, wraps messages in its llama-2 fallback and the
-            # model's reply opens with a blank line, which the default stop would cut to nothing
-            "    generate: {max_tokens: 16}": "    generate: {max_tokens: 8, stop: []}",
+            # model's reply opens with a blank line: the default stop (a blank line) must not cut it to nothing
+            "    generate: {max_tokens: 16}": "    generate: {max_tokens: 8}",
         })
         res = CliRunner().invoke(cli, ["--json", "run", str(spec), "--trace", "--input", "kiwi", "--input",
                                        "sparrow"])
@@ -384,7 +413,7 @@ def test_chat_true_runs_a_two_layer_spec_through_the_real_servers_chat_endpoint(
         model_routes = [e.path for e in proxy.events if e.path.startswith("/v1/")]
         with dlnflow.load(spec) as net:
             think = net.pipeline.graph.layer("think")
-            assert think.decoding.stop == ()
+            assert think.decoding.stop == ("\n\n",)
             asked = {"model": SERVER_MODEL, "messages": [{"role": "user", "content": think.render({"x": "kiwi"})}],
                      "max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0}
         direct = json.loads(urlopen(UrlRequest(proxy.base_url + "/chat/completions", json.dumps(asked).encode(),
@@ -394,4 +423,5 @@ def test_chat_true_runs_a_two_layer_spec_through_the_real_servers_chat_endpoint(
     assert len(model_routes) >= 4 and set(model_routes) == {"/v1/chat/completions"}  # 2 generations, 2 classifications
     bodies = [json.loads(e.body) for e in proxy.events if e.path == "/v1/chat/completions"]
     assert sum(b["max_tokens"] == 1 and b.get("logprobs") is True for b in bodies) >= 2  # the class tables
-    assert direct["choices"][0]["message"]["content"].strip() == rows[0]["trace"]["think"]
+    replied = direct["choices"][0]["message"]["content"]  # asked without stops
+    assert rows[0]["trace"]["think"] == cut_at_stop(replied, ("\n\n",)).strip() != ""

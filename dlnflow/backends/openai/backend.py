@@ -55,6 +55,7 @@ from dlnflow.backends.openai import classify as oc
 from dlnflow.backends.openai.errors import ErrorContext, HTTPBackendError, connection_error, status_error
 from dlnflow.backends.openai.responses import (
     chat_content_logprobs,
+    cut_at_stop,
     chat_top_table,
     class_result,
     completion_top_table,
@@ -341,6 +342,8 @@ class OpenAIBackend:
                                         lambda: client.chat.completions.create(messages=messages, **params))
             choice = first_choice(response, "chat/completions")
             text = choice.message.content or ""
+            if r.stop and not text.strip() and getattr(choice, "finish_reason", None) == "stop":
+                return await self._chat_past_opening_stop(r, messages, params, usage(response))
             logprobs = [float(item.logprob) for item in chat_content_logprobs(choice)] or None
         else:
             if self.settings.generate_logprobs:
@@ -353,6 +356,21 @@ class OpenAIBackend:
             logprobs = [float(v) for v in raw if v is not None] if raw else None
         n_prompt, n_completion = usage(response)
         return {"text": text, "logprobs": logprobs, "prompt_tokens": n_prompt, "completion_tokens": n_completion}
+
+    async def _chat_past_opening_stop(self, r: Request, messages: list[dict[str, str]], params: dict[str, Any],
+                                      spent: tuple[int, int]) -> Result:
+        """A chat reply that opened with a stop sequence came back empty: a chat template (say a
+        server's fallback one) made the model start with a blank line, which is not the end of its
+        answer. Ask once more without stops and cut after the opening whitespace, as the stops mean."""
+        assert self._client is not None
+        client = self._client
+        unstopped = {k: v for k, v in params.items() if k not in ("stop", "logprobs")}
+        response = await self._call("chat/completions",
+                                    lambda: client.chat.completions.create(messages=messages, **unstopped))
+        text = cut_at_stop(first_choice(response, "chat/completions").message.content or "", r.stop)
+        n_prompt, n_completion = usage(response)
+        return {"text": text, "logprobs": None, "prompt_tokens": spent[0] + n_prompt,
+                "completion_tokens": spent[1] + n_completion}
 
     # -- score -------------------------------------------------------------------------------
     async def _echo_call(self, prompt: str, retry: bool = True, kind: str = "echo") -> Any:

@@ -97,6 +97,20 @@ def completion_top_table(choice: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in lp.top_logprobs[0].items()}
 
 
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """``text`` without its opening whitespace, up to the first of ``stops`` after that (what a server
+    would have returned had the reply not opened with a stop sequence).
+
+    >>> cut_at_stop("\\n\\nThe bird is red.\\n\\nMore.", ("\\n\\n",))
+    'The bird is red.'
+    >>> cut_at_stop("  no stop here", ("END",))
+    'no stop here'
+    """
+    body = text.lstrip()
+    ends = [i for i in (body.find(s) for s in stops if s) if i >= 0]
+    return body[: min(ends)] if ends else body
+
+
 def chat_content_logprobs(choice: Any) -> list[Any]:
     lp = getattr(choice, "logprobs", None)
     return list(getattr(lp, "content", None) or []) if lp is not None else []
