@@ -116,13 +116,14 @@ def test_a_server_capping_logprobs_is_asked_within_its_cap(fake_openai: FakeOpen
         b.close()
 
 
-def test_multi_token_verbalizers_keep_the_full_verbalizer_route(fake_openai: FakeOpenAI) -> None:
-    fake_openai.vocab = IDS  # " purple" is not one token there
+def test_multi_token_verbalizers_fall_back_to_echo_when_the_server_leaves_their_tokens_out(
+        fake_openai: FakeOpenAI) -> None:
+    fake_openai.vocab = IDS  # " purple" is not one token there, and the emulated answers never offer " "
     b = OpenAIBackend.from_settings({"backend": "openai", "model": "m", "base_url": fake_openai.base_url}, None)
     try:
-        b.run([Request("classify", "Q:", targets=(" Yes", " purple"))])
-        assert not any(s.body.get("logit_bias") for s in fake_openai.seen)
-        assert any(s.body.get("echo") for s in fake_openai.seen)
+        [res] = b.run([Request("classify", "Q:", targets=(" Yes", " purple"))])
+        assert any(s.body.get("logit_bias") for s in fake_openai.seen)  # the branch route was tried first
+        assert any(s.body.get("echo") for s in fake_openai.seen) and math.isclose(sum(res["probs"]), 1.0)
     finally:
         b.close()
 
@@ -165,3 +166,60 @@ def test_real_server_classifies_off_top_classes_in_one_request_each(llama_server
     for t, o in zip(theirs, ours, strict=True):
         assert t["probs"] == pytest.approx(o["probs"], abs=PROB_TOL)
         assert max(t["probs"]) < 0.999  # both classes carry probability: not a degenerate answer
+
+
+def test_several_token_verbalizers_that_part_at_one_token_need_no_echo(fake_openai: FakeOpenAI) -> None:
+    """" (A)" and " (B)" share their first tokens and end with ")": one request per shared token, one
+    biased request at the branch, one per closing token; the class log-probabilities are the sums along
+    each path. (The emulated tokenizer gives one token per character.)"""
+    fake_openai.vocab = {}
+    nxt = {"Pick:": {" ": -0.1, " ok": -1.2}, "Pick: ": {"(": -0.2}, "Pick: (": {"B": -0.5, "A": -1.0},
+           "Pick: (A": {")": -0.2}, "Pick: (B": {")": -0.9}}
+    by_id = {1000 + ord(c): c for c in " (AB)"}
+
+    def respond(path: str, body: dict[str, Any]) -> Reply:
+        assert not body.get("echo")
+        model = nxt[body["prompt"]]
+        bias = {by_id[int(k)]: float(v) for k, v in (body.get("logit_bias") or {}).items()}
+        sampled = max(model, key=lambda t: model[t] + bias.get(t, 0.0))
+        logprobs = {"tokens": [sampled], "token_logprobs": [model[sampled]], "text_offset": [0],
+                    "top_logprobs": [dict(model)]}
+        return Reply(body={"choices": [{"index": 0, "text": sampled, "finish_reason": "length",
+                                        "logprobs": logprobs}],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+
+    fake_openai.respond = respond
+    b = OpenAIBackend.from_settings({"backend": "openai", "model": "m", "base_url": fake_openai.base_url,
+                                     "backoff_base": 0.01, "timeout": 5}, None)
+    try:
+        [res] = b.run([Request("classify", "Pick:", targets=(" (A)", " (B)"))])
+    finally:
+        b.close()
+    assert res["logprobs"] == pytest.approx([-0.1 - 0.2 - 1.0 - 0.2, -0.1 - 0.2 - 0.5 - 0.9])
+    assert res["probs"] == pytest.approx(exact(-1.5, -1.7))
+    prompts = sorted(s.body["prompt"] for s in fake_openai.seen)
+    assert prompts == ["Pick:", "Pick: ", "Pick: (", "Pick: (A", "Pick: (B"]  # one-token requests, no echo
+    branch = next(s.body for s in fake_openai.seen if s.body["prompt"] == "Pick: (")
+    assert branch["logit_bias"] == {"1065": 100, "1066": 100}
+
+
+@pytest.mark.server
+@pytest.mark.real
+def test_real_server_classifies_lettered_options_without_echo(llama_server: str, llama: Any) -> None:
+    """BBH-style classes " (A)" ... " (D)" (several tokens, one shared first token) on llama.cpp's server:
+    short next-token requests only, class probabilities as the embedded model computes them."""
+    prompt = ("Which is a fruit?\nOptions:\n(A) chair\n(B) apple\n(C) river\n(D) cloud\nAnswer:")
+    request = Request("classify", prompt, targets=(" (A)", " (B)", " (C)", " (D)"))
+    b = OpenAIBackend.from_settings({"backend": "openai", "model": SERVER_MODEL, "base_url": llama_server,
+                                     "timeout": 120}, None)
+    try:
+        [theirs] = b.run([request])
+        counts = b.counters()
+    finally:
+        b.close()
+    [ours] = llama.run([request])
+    assert "requests_echo" not in counts and "requests_probe" not in counts, counts
+    assert counts["requests_next_token"] <= 1 + 1 + 4 + 4  # shared token, branch, closing ")" (forced if rare)
+    assert theirs["probs"] == pytest.approx(ours["probs"], abs=PROB_TOL)
+    assert theirs["logprobs"] == pytest.approx(ours["logprobs"], abs=0.15)
+    assert max(theirs["probs"]) < 0.999 and min(theirs["logprobs"]) < -1.0

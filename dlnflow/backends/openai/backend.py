@@ -52,7 +52,14 @@ import httpx
 import openai
 
 from dlnflow.backends.openai import classify as oc
-from dlnflow.backends.openai.errors import ErrorContext, HTTPBackendError, connection_error, status_error
+from dlnflow.backends.openai.branching import branch_point, token_texts
+from dlnflow.backends.openai.errors import (
+    ErrorContext,
+    HTTPBackendError,
+    MissingLogprobs,
+    connection_error,
+    status_error,
+)
 from dlnflow.backends.openai.responses import (
     chat_content_logprobs,
     cut_at_stop,
@@ -422,6 +429,10 @@ class OpenAIBackend:
             found, table = await self._next_token(r.prompt, verbalizers)
             if found is not None:
                 return found
+        if distinct and not self.settings.chat:
+            branched = await self._classify_branching(r.prompt, verbalizers)
+            if branched is not None:
+                return branched
         if not self.settings.chat and await self._probe_score():
             scored = await asyncio.gather(*(self._echo(r.prompt, v) for v in verbalizers))
             totals = [sum(lps) for lps, _, _, _ in scored]
@@ -489,9 +500,60 @@ class OpenAIBackend:
                 table, used = await self._next_token_table(context, [ids[i]], 1, "forced")
                 found[i] = table.get(keys[i])
         if any(v is None for v in found):
-            raise BackendError(f"{self.settings.endpoint} did not return the log-probabilities of the "
-                               f"verbalizers {list(verbalizers)!r} even with logit_bias on their tokens")
+            raise MissingLogprobs(f"{self.settings.endpoint} did not return the log-probabilities of the "
+                                  f"verbalizers {list(verbalizers)!r} even with logit_bias on their tokens")
         return class_result([float(v) for v in found if v is not None], n_prompt, 1)
+
+    async def _classify_branching(self, context: str, verbalizers: tuple[str, ...]) -> Result | None:
+        """Several-token verbalizers that part ways at one token: the branch request plus next-token
+        requests for the other tokens (:mod:`dlnflow.backends.openai.branching`); None when they do not
+        have that shape or no tokenizer is reachable."""
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            return None
+        seqs = [await tokenizer.tokens(v) for v in verbalizers]
+        if any(s is None for s in seqs):
+            return None
+        ids = [s for s in seqs if s is not None]
+        k = branch_point(ids)
+        if k is None:
+            return None
+        texts = [await token_texts(v, s, tokenizer.tokens) for v, s in zip(verbalizers, ids, strict=True)]
+        if any(t is None for t in texts):
+            return None
+        pieces = [t for t in texts if t is not None]
+        try:
+            return await self._branch_paths(context, pieces, ids, k)
+        except MissingLogprobs:  # a server whose answers leave the tokens out: the echo route
+            return None
+
+    async def _branch_paths(self, context: str, pieces: list[list[str]], ids: list[list[int]], k: int) -> Result:
+        """The sums of log-probabilities along each verbalizer's tokens (``k`` shared ones first)."""
+        shared = "".join(pieces[0][:k])
+        head = await asyncio.gather(*(self._token_logprob(context + "".join(pieces[0][:j]), pieces[0][j], ids[0][j])
+                                      for j in range(k)))
+        branch = await self._classify_biased(context + shared, tuple(p[k] for p in pieces), [s[k] for s in ids])
+        tails = await asyncio.gather(*(
+            self._token_logprob(context + "".join(p[:j]), p[j], s[j])
+            for p, s in zip(pieces, ids, strict=True) for j in range(k + 1, len(s))))
+        totals, at = [], 0
+        for i, s in enumerate(ids):
+            rest = len(s) - k - 1
+            totals.append(sum(head) + branch["logprobs"][i] + sum(tails[at: at + rest]))
+            at += rest
+        return class_result(totals, int(branch["prompt_tokens"]), 1 + k + len(tails))
+
+    async def _token_logprob(self, context: str, text: str, token: int) -> float:
+        """The log-probability of one token after ``context``: from the plain next-token alternatives,
+        else from a request biased towards it alone (its own value on raw-log-prob servers)."""
+        table, _ = await self._next_token_table(context, [], self._class_top, "next_token")
+        if text in table:
+            return table[text]
+        table, _ = await self._next_token_table(context, [token], 1, "forced")
+        if text not in table:
+            raise MissingLogprobs(f"{self.settings.endpoint} did not return the log-probability of {text!r} "
+                                  "even with logit_bias on its token")
+        return table[text]
 
     async def _next_token_table(self, context: str, ids: list[int], n: int, kind: str) -> tuple[dict[str, float], int]:
         """One next-token request with ``logit_bias`` on ``ids`` and ``n`` alternatives: (table, prompt tokens)."""

@@ -37,11 +37,12 @@ On servers that report log-probs after the bias, a result's ``logprobs`` are the
 biased values (all shifted by the same constant); ``probs`` are exact either way.
 
 Verbalizers that are several tokens long, or share their first token (" (A)" and " (B)"), need
-the probability of every token of the verbalizer, which one next-token request cannot give. They
-keep the previous route: echo scoring where the server allows it (cheap on vLLM, which computes
-prompt log-probs inside the engine; slow on llama-cpp-python's server, see
-:mod:`dlnflow.backends.openai.backend`), and an error naming single-token verbalizers or the embedded
-backend where it does not (the OpenAI API).
+the probability of every token of the verbalizer, which one next-token request cannot give. When
+they part ways at one token, :mod:`dlnflow.backends.openai.branching` scores them with short
+next-token requests (completions endpoint). Otherwise they keep the previous route: echo scoring
+where the server allows it (cheap on vLLM, which computes prompt log-probs inside the engine; slow
+on llama-cpp-python's server, see :mod:`dlnflow.backends.openai.backend`), and an error naming
+single-token verbalizers or the embedded backend where it does not (the OpenAI API).
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ class HTTPBackendError(BackendError):
         super().__init__(message)
 
 
+class MissingLogprobs(BackendError):
+    """The server answered, but without the log-probability of a token even with ``logit_bias`` on it."""
+
+
 @dataclass(frozen=True)
 class ErrorContext:
     """What an error message may name: endpoint, model, the key's variable (never the key)."""
