@@ -56,7 +56,7 @@ def test_a_worker_run_folder_is_adopted_only_with_the_same_fingerprint(tmp_path:
 
 
 def test_parallel_workers_share_the_cores_instead_of_each_taking_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
+    monkeypatch.setenv(THREADS_ENV_VAR, "")  # restored (unset) after the test
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert worker_threads("local", 2) == 2
     assert worker_threads("local", 3) == 1
@@ -67,7 +67,7 @@ def test_parallel_workers_share_the_cores_instead_of_each_taking_all(monkeypatch
 
 
 def test_a_worker_sets_its_thread_share_for_the_embedded_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(THREADS_ENV_VAR, raising=False)
+    monkeypatch.setenv(THREADS_ENV_VAR, "")  # restored (unset) after the test
     spec = write_spec(tmp_path)
     sweep, _ = open_sweep(spec, TrainOptions(seeds=(1, 2)), tmp_path / "cache")
     state = sweep.states[0]
