@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnflow._util.files import write_atomic
-from dlnflow.backends.llamacpp.backend import THREADS_ENV_VAR
+from dlnflow.backends.llamacpp.backend import THREADS_ENV_VAR, threads_from_env
 from dlnflow.core.errors import DlnflowError, InputError, RuntimeFault
 from dlnflow.experiments.matrix import Matrix
 from dlnflow.experiments.sweep import Predictor, RunState, Sweep
@@ -175,9 +175,9 @@ def worker_threads(executor: str, workers: int) -> int:
     >>> worker_threads("ray", 4)
     1
     """
-    raw = os.environ.get(THREADS_ENV_VAR, "").strip()
-    if raw.isdigit() and int(raw) >= 1:
-        return int(raw)
+    chosen = threads_from_env()  # a bad value is refused here, before any worker starts
+    if chosen is not None:
+        return chosen
     if executor == "ray":
         return 1
     return max(1, len(os.sched_getaffinity(0)) // max(1, workers))

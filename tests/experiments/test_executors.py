@@ -16,6 +16,7 @@ from standin import StandIn
 from dlnflow.api.training import TrainOptions, open_sweep, where_runs_go
 from dlnflow.cli import cli
 from dlnflow.backends.llamacpp.backend import THREADS_ENV_VAR, default_threads
+from dlnflow.core.errors import ConfigError
 from dlnflow.experiments.executors import RunJob, RunOutcome, adopt, train_job, worker_threads
 
 
@@ -64,6 +65,9 @@ def test_parallel_workers_share_the_cores_instead_of_each_taking_all(monkeypatch
     assert worker_threads("ray", 1) == 1  # a Ray task reserves one CPU
     monkeypatch.setenv(THREADS_ENV_VAR, "3")  # the user's choice wins
     assert worker_threads("local", 2) == 3 and worker_threads("ray", 2) == 3
+    monkeypatch.setenv(THREADS_ENV_VAR, "two")  # refused by the driver as by a single run
+    with pytest.raises(ConfigError, match="DLNFLOW_THREADS"):
+        worker_threads("local", 2)
 
 
 def test_a_worker_sets_its_thread_share_for_the_embedded_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -105,9 +105,16 @@ def default_threads() -> int:
     >>> del os.environ[THREADS_ENV_VAR]; default_threads() == len(os.sched_getaffinity(0))
     True
     """
+    chosen = threads_from_env()
+    return len(os.sched_getaffinity(0)) if chosen is None else chosen
+
+
+def threads_from_env() -> int | None:
+    """``$DLNFLOW_THREADS`` as a number of threads, None when it is unset or empty; any other value
+    is a ConfigError."""
     raw = os.environ.get(THREADS_ENV_VAR, "").strip()
     if not raw:
-        return len(os.sched_getaffinity(0))
+        return None
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"${THREADS_ENV_VAR} must be a whole number of threads >= 1, got {raw!r}; "
                           "unset it to use every core")

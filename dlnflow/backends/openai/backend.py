@@ -529,19 +529,19 @@ class OpenAIBackend:
 
     async def _branch_paths(self, context: str, pieces: list[list[str]], ids: list[list[int]], k: int) -> Result:
         """The sums of log-probabilities along each verbalizer's tokens (``k`` shared ones first)."""
-        shared = "".join(pieces[0][:k])
-        head = await asyncio.gather(*(self._token_logprob(context + "".join(pieces[0][:j]), pieces[0][j], ids[0][j])
-                                      for j in range(k)))
-        branch = await self._classify_biased(context + shared, tuple(p[k] for p in pieces), [s[k] for s in ids])
-        tails = await asyncio.gather(*(
-            self._token_logprob(context + "".join(p[:j]), p[j], s[j])
-            for p, s in zip(pieces, ids, strict=True) for j in range(k + 1, len(s))))
-        totals, at = [], 0
-        for i, s in enumerate(ids):
-            rest = len(s) - k - 1
-            totals.append(sum(head) + branch["logprobs"][i] + sum(tails[at: at + rest]))
-            at += rest
-        return class_result(totals, int(branch["prompt_tokens"]), 1 + k + len(tails))
+        head = await self._tokens_logprob(context, pieces[0], ids[0], 0, k)
+        branch = await self._classify_biased(context + "".join(pieces[0][:k]), tuple(p[k] for p in pieces),
+                                             [s[k] for s in ids])
+        tails = await asyncio.gather(*(self._tokens_logprob(context, p, s, k + 1, len(s))
+                                       for p, s in zip(pieces, ids, strict=True)))
+        totals = [head + b + t for b, t in zip(branch["logprobs"], tails, strict=True)]
+        return class_result(totals, int(branch["prompt_tokens"]), 1 + k + sum(len(s) - k - 1 for s in ids))
+
+    async def _tokens_logprob(self, context: str, pieces: list[str], ids: list[int], start: int, stop: int) -> float:
+        """The summed log-probabilities of tokens ``start``..``stop - 1`` of one verbalizer, asked together."""
+        found = await asyncio.gather(*(self._token_logprob(context + "".join(pieces[:j]), pieces[j], ids[j])
+                                       for j in range(start, stop)))
+        return float(sum(found))
 
     async def _token_logprob(self, context: str, text: str, token: int) -> float:
         """The log-probability of one token after ``context``: from the plain next-token alternatives,
