@@ -120,7 +120,7 @@ class PlanningBackend:
         return self.inner.count_tokens(text)
 
     def close(self) -> None:
-        pass
+        """Leaves the wrapped backend open: it belongs to whoever made it."""
 
     def _target_tokens(self, text: str) -> int:
         """Tokens of a target read after a context (no start-of-text token)."""

@@ -193,7 +193,7 @@ class FileStore:
         return {"url": self.url, "entries": entries, "bytes": size}
 
     def close(self) -> None:
-        pass
+        """Nothing to release: every object is opened and closed as it is read or written."""
 
 
 class RedisStore:

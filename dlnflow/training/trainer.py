@@ -129,13 +129,13 @@ class _NoLog:
     directory = Path(".")
 
     def write(self, record: dict[str, Any]) -> None:
-        pass
+        """Drops the record: this log keeps nothing."""
 
     def finish(self, summary: dict[str, Any]) -> None:
-        pass
+        """Nothing to finish."""
 
     def abandon(self) -> None:
-        pass
+        """Nothing to remove."""
 
 
 class Trainer:
