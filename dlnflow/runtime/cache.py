@@ -221,7 +221,10 @@ class CallCache:
     """A diskcache-backed store of call results, safe across threads and processes.
 
     ``remote`` is an optional shared tier behind it (:mod:`dlnflow.runtime.remote`): results stored
-    here are uploaded to it too, and :meth:`fetch_remote` copies its hits into this store.
+    here are uploaded to it too, and :meth:`fetch_remote` copies its hits into this store. A result
+    goes to the shared tier *before* the local one: a process killed between the two writes then
+    leaves the call on the remote only (the next reader finds it there), never in a local cache
+    that other workers on the machine read as a hit and so never upload.
     """
 
     def __init__(self, directory: str | os.PathLike[str], memory_bytes: int = MEMORY_BYTES,
@@ -294,22 +297,22 @@ class CallCache:
     def put(self, key: str, result: Result, model: str = "") -> None:
         """Store one successful result (JSON-serialisable) under ``key``; ``model`` labels it."""
         raw = _VALUE_ENCODER.encode(result)
+        if self.remote is not None:  # shared tier first: see the class docstring
+            self.remote.put_many([(key, result, model)])
         with self._guard("cannot store a call in the cache"):
             self._dc.set(key, raw, tag=model, retry=True)
         self._remember(key, raw, result)
-        if self.remote is not None:
-            self.remote.put_many([(key, result, model)])
 
     def put_many(self, items: Iterable[tuple[str, Result]], model: str = "") -> None:
         """Store several results in one transaction; nothing is written if one does not encode."""
         encoded = [(key, _VALUE_ENCODER.encode(result), result) for key, result in items]
+        if self.remote is not None:  # shared tier first: see the class docstring
+            self.remote.put_many([(key, result, model) for key, _, result in encoded])
         with self._guard("cannot store calls in the cache"), self._dc.transact(retry=True):
             for key, raw, _ in encoded:
                 self._dc.set(key, raw, tag=model, retry=True)
         for key, raw, result in encoded:
             self._remember(key, raw, result)
-        if self.remote is not None:
-            self.remote.put_many([(key, result, model) for key, _, result in encoded])
 
     def fetch_remote(self, keys: Iterable[str]) -> dict[str, Result]:
         """Look ``keys`` up in the remote tier (one batch); hits are stored here and returned."""

@@ -13,7 +13,8 @@ remote tier instead, named by a URL (``--cache-remote URL`` or ``$DLNFLOW_CACHE_
 
 An object is ``{"model": label, "result": {...}}``: the call's result and the model label the
 local tier keeps for ``cache stats``. Reads go local, then remote (hits are copied into the local
-tier), then to the model; writes go local, then remote. What comes back from a remote is decoded
+tier), then to the model; writes go remote, then local (a process killed in between leaves the
+call on the remote, where the next reader finds it). What comes back from a remote is decoded
 as JSON only and must have that shape; anything else (a corrupt or planted value) is a miss with
 one warning, and the fresh answer replaces it. A remote that is down, refuses us or answers more
 slowly than :data:`TIMEOUT_S` gets one warning and is not asked again by this process: the run

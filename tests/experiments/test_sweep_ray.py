@@ -88,12 +88,13 @@ def test_ray_sweep_matches_the_sequential_sweep_and_survives_a_killed_worker(
                                       "--executor", "ray", "--address", ray_cluster.address),
                               env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = kill_one_training_worker(ray_cluster, tmp_path / "shared-cache", on_ray)
-    got, _ = finish(on_ray)
+    got, got_err = finish(on_ray)
 
     sequential = subprocess.Popen(dlnflow("--json", "--cache-remote", remote, "train", str(seq_spec), *SWEEP),
                                   env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seq, _ = finish(sequential)
-    assert seq["backend_calls"] == 0 and got["backend_calls"] > 0
+    seq, seq_err = finish(sequential)
+    assert got["backend_calls"] > 0
+    assert seq["backend_calls"] == 0, f"ray stderr:\n{got_err[-3000:]}\nsequential stderr:\n{seq_err[-3000:]}"
 
     assert len(got["runs"]) == len(seq["runs"]) == 4
     workers = [r["worker"] for r in got["runs"]]

@@ -89,6 +89,35 @@ def test_file_objects_are_content_addressed_json(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "remote").rglob("*") if p.is_file()] == [obj.name]  # no temp files left
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL between two writes (a BaseException, so no handler turns it into a warning)."""
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_process_killed_between_the_two_writes_leaves_the_call_on_the_remote(
+        many: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed after one tier's write is retried by a neighbour reading the same local tier:
+    were the local write first, the neighbour would take it as a hit and never upload it."""
+    url = f"file://{tmp_path / 'remote'}"
+    cache = CallCache(tmp_path / "local", remote=open_tier(url))
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(cache._dc, "set", die)  # the local write
+    with pytest.raises(Killed):
+        if many:
+            cache.put_many([("a" * 64, {"text": "x"})], model="m")
+        else:
+            cache.put("a" * 64, {"text": "x"}, model="m")
+    monkeypatch.undo()
+    assert "a" * 64 not in cache
+    store = open_store(url)
+    assert decode_object(store.get_many(["a" * 64])["a" * 64]) == ({"text": "x"}, "m")
+    store.close()
+    cache.close()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_planted_values_are_misses_with_one_warning_and_get_replaced(kind: str, tmp_path: Path,
                                                                      request: pytest.FixtureRequest) -> None:
