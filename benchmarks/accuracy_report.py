@@ -9,6 +9,8 @@ from typing import Any
 from accuracy_protocol import METHODS, PAPER, TASKS
 from accuracy_runs import FINISHED
 
+CALIBRATED_TWINS = ("zero-shot-cal", "few-shot-cal")
+"""Rows whose calls are those of their plain row (same task, same few-shot draw), read from the cache."""
 COST_KEYS = ("distinct_requests", "distinct_prompt_tokens", "distinct_completion_tokens", "backend_calls",
              "requests", "wall_seconds", "cpu_seconds")
 
@@ -162,20 +164,25 @@ def run_time(rows: list[dict[str, Any]]) -> list[str]:
     own = sum(r.get("distinct_prompt_tokens", 0) for r in dln)
     real = sum(r["prompt_tokens"] for r in dln)
     zero_real = {(r["task"], r["method"]) for r in dln if r["backend_calls"] > 0}
+    twins = [r for r in dln if r["backend_calls"] == 0 and r["method"] in CALIBRATED_TWINS]
     replayed = [f"{r['task']}/{r['method']}/{r['seed']}" for r in dln if r["backend_calls"] == 0
+                and r["method"] not in CALIBRATED_TWINS
                 and (r["method"] != "zero-shot" or (r["task"], r["method"]) not in zero_real)]
     threads = sorted({str(r.get("threads") or "default") for r in dln})
     wall = sum(r["wall_seconds"] for r in dln) / 60
     cpu = sum(r["cpu_seconds"] for r in timed) / 60
     share = 100 * real / own if own else 0.0
+    reused = [f"- calibrated 0-shot and few-shot rows with no real calls: {len(twins)} (they reuse the class "
+              "probabilities their plain row paid for; calibration is arithmetic on them)"] if twins else []
     return [
         f"- DLN rows: {len(dln)}; wall {wall:.0f} min in total on the shared machine; CPU {cpu:.0f} min "
         f"of one core over the {len(timed)} rows that record it (model threads: {', '.join(threads)})",
         f"- prompt tokens the DLN rows asked for (own, summed over rows): {own}; evaluated for real: {real} "
         f"({share:.0f}%); the rest came from the cache (the 0-shot evaluation of a task is shared by all its "
         "rows, and identical calls recur across seeds and methods)",
-        "- rows computed by an earlier, interrupted invocation (no real calls here, so their time and real "
-        f"calls say nothing): {', '.join(replayed) or 'none'}",
+        *reused,
+        "- other rows computed by an earlier, interrupted invocation (no real calls here, so their time and "
+        f"real calls say nothing): {', '.join(replayed) or 'none'}",
         f"- DSPy rows: {len(dspy)}, wall {sum(r['wall_seconds'] for r in dspy) / 60:.0f} min in total",
     ]
 

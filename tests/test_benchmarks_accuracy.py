@@ -211,6 +211,20 @@ def test_report_shows_dspy_failures_instead_of_dropping_them() -> None:
     assert "6x `AdapterParseError: no fields`" in md
 
 
+
+def test_run_time_tells_calibrated_twins_from_rows_of_an_interrupted_invocation() -> None:
+    from accuracy_report import run_time
+
+    def row(task: str, method: str, calls: int) -> dict:
+        return {"task": task, "method": method, "seed": 1, "status": "ok", "backend_calls": calls,
+                "prompt_tokens": 10 * calls, "distinct_prompt_tokens": 10, "wall_seconds": 6.0, "cpu_seconds": 6.0}
+
+    lines = run_time([row("mpqa", "zero-shot", 5), row("mpqa", "zero-shot-cal", 0), row("mpqa", "few-shot-cal", 0),
+                      row("trec", "dln1", 0)])
+    assert "- calibrated 0-shot and few-shot rows with no real calls: 2 (they reuse" in "\n".join(lines)
+    assert lines[-2].endswith("say nothing): trec/dln1/1")
+    assert not any("calibrated 0-shot" in line for line in run_time([row("mpqa", "dln1", 3)]))
+
 @pytest.mark.real
 @pytest.mark.server
 def test_dspy_through_the_llama_server_caps_tokens_and_counts_parse_failures(
