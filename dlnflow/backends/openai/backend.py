@@ -497,8 +497,7 @@ class OpenAIBackend:
                 break
         for i, value in enumerate(found):
             if value is None:  # raw log-probs and deeper than any N: bias this verbalizer alone
-                table, used = await self._next_token_table(context, [ids[i]], 1, "forced")
-                found[i] = table.get(keys[i])
+                found[i] = await self._forced_logprob(context, keys[i], ids[i])
         if any(v is None for v in found):
             raise MissingLogprobs(f"{self.settings.endpoint} did not return the log-probabilities of the "
                                   f"verbalizers {list(verbalizers)!r} even with logit_bias on their tokens")
@@ -549,11 +548,17 @@ class OpenAIBackend:
         table, _ = await self._next_token_table(context, [], self._class_top, "next_token")
         if text in table:
             return table[text]
-        table, _ = await self._next_token_table(context, [token], 1, "forced")
-        if text not in table:
+        forced = await self._forced_logprob(context, text, token)
+        if forced is None:
             raise MissingLogprobs(f"{self.settings.endpoint} did not return the log-probability of {text!r} "
                                   "even with logit_bias on its token")
-        return table[text]
+        return forced
+
+    async def _forced_logprob(self, context: str, key: str, token: int) -> float | None:
+        """The log-probability of ``token`` (read as ``key``) after ``context`` from one request biased
+        towards it alone (its own value on raw-log-prob servers); None when the answer leaves it out."""
+        table, _ = await self._next_token_table(context, [token], 1, "forced")
+        return table.get(key)
 
     async def _next_token_table(self, context: str, ids: list[int], n: int, kind: str) -> tuple[dict[str, float], int]:
         """One next-token request with ``logit_bias`` on ``ids`` and ``n`` alternatives: (table, prompt tokens)."""
