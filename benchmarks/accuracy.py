@@ -235,7 +235,6 @@ class DspyServer:
 def run_dspy_row(task: str, method: str, seed: int, protocol: Protocol, args: argparse.Namespace,
                  server: DspyServer, scratch: Path) -> dict[str, Any]:
     """Run one DSPy row in a child process, killed (by its PID) after the protocol's time cap."""
-
     port = server.ensure()
     out = scratch / f"dspy-{task}-{method}-{seed}.json"
     cmd = [sys.executable, str(HERE / "dspy_baseline.py"), "--task", task, "--method", method,

@@ -6,11 +6,13 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from accuracy_protocol import METHODS, PAPER, TASKS
+from accuracy_protocol import CALIBRATED, METHODS, PAPER, TASKS
 from accuracy_runs import FINISHED
 
-CALIBRATED_TWINS = ("zero-shot-cal", "few-shot-cal")
-"""Rows whose calls are those of their plain row (same task, same few-shot draw), read from the cache."""
+CALIBRATED_TWINS = tuple(n for n, m in METHODS.items()
+                         if m.base in ("zero-shot", "few-shot") and m.sets == (CALIBRATED,))
+"""Untrained rows that only add calibration: their calls are their plain row's (same task, same few-shot
+draw), read from the cache."""
 COST_KEYS = ("distinct_requests", "distinct_prompt_tokens", "distinct_completion_tokens", "backend_calls",
              "requests", "wall_seconds", "cpu_seconds")
 
