@@ -74,7 +74,7 @@ class Silent:
         return len(text.split())
 
     def close(self) -> None:
-        pass
+        """Nothing to release: this model holds no resources."""
 
 
 def result_for(i: int) -> Result:

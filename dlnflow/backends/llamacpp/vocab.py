@@ -63,4 +63,4 @@ class VocabOnlyLlama(LlamaCppBackend):
         raise BackendError("a vocabulary-only backend cannot run requests (it is for dry runs)")
 
     def close(self) -> None:
-        pass
+        """Keeps the vocabulary: it is shared within the process and freed at exit (``_close_vocabs``)."""
